@@ -1,0 +1,99 @@
+"""One chat turn: fit the message into the context window, ask the model, record the result.
+
+No wording and no Telegram here: the outcome says what happened and
+`commands.py` tells the user.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from llm import Completion, ContextTooLong, LLMClient, Request
+from models import ModelInfo
+from sessions import Fit, Session, SessionStore
+from tokens import Counter, counter_for
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    """What a turn did. `completion` is None when the model was not asked or failed."""
+
+    model: ModelInfo
+    message_tokens: int
+    completion: Completion | None = None
+    too_large: bool = False
+    reset: bool = False  # the history was dropped to make room
+    warn: bool = False  # the session just crossed the warning ratio
+    empty: bool = False  # the model answered nothing
+
+
+def counter(model: ModelInfo) -> Counter:
+    return counter_for(model.encoding, model.exact_tokens)
+
+
+def sync_encoding(session: Session, model: ModelInfo) -> Counter:
+    """The model's counter, after recounting the session if its encoding differs."""
+    tokens = counter(model)
+    session.recount(model.encoding, tokens.message)
+    return tokens
+
+
+def run_turn(*, session: Session, store: SessionStore, llm: LLMClient, model: ModelInfo, text: str,
+             reply_cap: int, warn_ratio: float, stream: bool, temperature: float | None = None,
+             on_delta: Callable[[str], None] | None = None,
+             cancel: threading.Event | None = None) -> Outcome:
+    """Answer `text` in `session`; LLM errors propagate with the session unchanged."""
+    tokens = sync_encoding(session, model)
+    message_tokens = tokens.message("user", text)
+    outcome = Outcome(model, message_tokens)
+    reserve = model.reply_reserve(reply_cap)
+    fit = session.fit(message_tokens, model.context_window, reserve)
+    if fit is Fit.TOO_LARGE:
+        outcome.too_large = True
+        return outcome
+    if fit is Fit.RESET:
+        session.clear()
+        outcome.reset = True
+
+    def ask() -> Completion:
+        messages = [*session.request_messages(), {"role": "user", "content": text}]
+        request = Request(model, messages, max_tokens=reserve, temperature=temperature, stream=stream)
+        return llm.complete(request, on_delta=on_delta, cancel=cancel)
+
+    try:
+        completion = ask()
+    except ContextTooLong:
+        if not session.messages:
+            raise
+        # The provider counts differently from us: drop the history and try once more.
+        log.warning("provider says context too long for %s at %d tokens by our count; resetting",
+                    model.id, session.prompt_tokens(message_tokens))
+        session.clear()
+        outcome.reset = True
+        completion = ask()
+    outcome.completion = completion
+    if completion.prompt_tokens is not None or completion.completion_tokens is not None:
+        session.usage.add(completion.prompt_tokens or 0, completion.completion_tokens or 0)
+        _compare(model, session.prompt_tokens(message_tokens), completion.prompt_tokens)
+
+    answer = completion.text
+    if not answer.strip():
+        outcome.empty = True
+        if outcome.reset:
+            store.save(session)
+        return outcome
+    session.add("user", text, message_tokens)
+    session.add("assistant", answer, tokens.message("assistant", answer))
+    outcome.warn = session.crosses_warning(model.context_window, warn_ratio)
+    store.save(session)
+    return outcome
+
+
+def _compare(model: ModelInfo, ours: int, theirs: int | None) -> None:
+    if theirs and abs(ours - theirs) > max(16, theirs // 20):
+        log.info("token count differs for %s: ours %d, provider %d", model.id, ours, theirs)

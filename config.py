@@ -1,0 +1,260 @@
+"""All configuration, read once at start into a frozen `Config`.
+
+Sources, in order: the process environment, then a `.env` file in the working
+directory (never overriding the environment). Every secret also accepts
+`NAME_FILE`, a path to a file holding the value (Docker and systemd secrets).
+Nothing else in the bot reads `os.environ`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+VERSION = "2.0.0"
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful assistant in a Telegram chat. Answer clearly and concisely. "
+    "You may use Markdown: bold, italic, inline code, code blocks, links and lists."
+)
+_PROVIDER_VAR = re.compile(r"^[A-Z][A-Z0-9_]*_(API_KEY|BASE_URL)$")
+
+
+class ConfigError(Exception):
+    """A missing or invalid setting; the message names the variable."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A secret string that never shows itself in reprs, logs or errors."""
+
+    value: str = field(repr=False)
+
+    def __repr__(self) -> str:
+        return "Secret('****')"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self.value)
+
+
+@dataclass(frozen=True)
+class Config:
+    telegram_token: Secret
+    telegram_api_url: str = "https://api.telegram.org"
+    # Every *_API_KEY (as Secret) and *_BASE_URL (as str) found in the environment,
+    # so providers declared in catalogs find their credentials here.
+    provider_env: Mapping[str, Secret | str] = field(default_factory=dict)
+    default_model: str | None = None
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    allow_everyone: bool = False
+    allowed_user_ids: frozenset[int] = frozenset()
+    admin_user_ids: frozenset[int] = frozenset()
+    models_file: Path | None = None
+    presets_file: Path | None = None
+    context_warn_ratio: float = 0.8
+    data_dir: Path = Path("data")
+    log_level: str = "INFO"
+    stream: bool = True
+    workers: int = 128
+    session_store: str = "sqlite"
+    draft_interval: float = 1.0
+    group_edit_interval: float = 3.0
+    request_timeout: float = 120.0
+    max_reply_tokens: int = 8192
+    poll_timeout: int = 25
+
+    def is_admin(self, user_id: int) -> bool:
+        return user_id in self.admin_user_ids
+
+    def is_allowed(self, user_id: int) -> bool:
+        return self.allow_everyone or user_id in self.allowed_user_ids or self.is_admin(user_id)
+
+    def secrets(self) -> list[str]:
+        """Every secret value, for the log filter that masks them."""
+        values = [self.telegram_token.value]
+        values += [v.value for v in self.provider_env.values() if isinstance(v, Secret)]
+        return [v for v in values if v]
+
+
+def load_config(environ: Mapping[str, str] | None = None, dotenv_path: str | Path = ".env") -> Config:
+    """Build the Config from `environ` (default: the process environment) and `.env`."""
+    base = dict(os.environ) if environ is None else dict(environ)
+    file_values = {k: v for k, v in dotenv_values(dotenv_path).items() if v is not None}
+    env = {**file_values, **base}
+    r = _Reader(env)
+
+    provider_env: dict[str, Secret | str] = {}
+    for name in sorted({n.removesuffix("_FILE") for n in env}):
+        if _PROVIDER_VAR.match(name):
+            value = r.secret(name) if name.endswith("_API_KEY") else r.url(name)
+            if value:
+                provider_env[name] = value
+
+    allow_everyone, allowed = r.id_list("ALLOWED_USER_IDS", star_ok=True)
+    _, admins = r.id_list("ADMIN_USER_IDS", star_ok=False)
+    models_file = r.path("MODELS_FILE", must_exist=True) or _if_exists("models.toml")
+    store = r.text("SESSION_STORE", "sqlite").lower()
+    if store not in ("sqlite", "memory"):
+        raise ConfigError("SESSION_STORE", f"must be 'sqlite' or 'memory', not {store!r}")
+    token = r.secret("TELEGRAM_BOT_TOKEN")
+    if not token:
+        raise ConfigError("TELEGRAM_BOT_TOKEN", "is required (the token from @BotFather)")
+    if not re.fullmatch(r"\d+:[\w-]+", token.value):
+        raise ConfigError("TELEGRAM_BOT_TOKEN", "does not look like a bot token (expected 123456:ABC...)")
+    return Config(
+        telegram_token=token,
+        telegram_api_url=r.url("TELEGRAM_API_URL") or "https://api.telegram.org",
+        provider_env=provider_env,
+        default_model=r.text("DEFAULT_MODEL", "") or None,
+        system_prompt=r.text("SYSTEM_PROMPT", "") or DEFAULT_SYSTEM_PROMPT,
+        allow_everyone=allow_everyone,
+        allowed_user_ids=allowed,
+        admin_user_ids=admins,
+        models_file=models_file,
+        presets_file=r.path("PRESETS_FILE", must_exist=True),
+        context_warn_ratio=r.number("CONTEXT_WARN_RATIO", 0.8, low=0.05, high=1.0),
+        data_dir=r.path("DATA_DIR") or Path("data"),
+        log_level=r.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
+        stream=r.boolean("STREAM", True),
+        workers=int(r.number("WORKERS", 128, low=1, high=2048, integer=True)),
+        session_store=store,
+        draft_interval=r.number("DRAFT_INTERVAL", 1.0, low=0.2, high=60),
+        group_edit_interval=r.number("GROUP_EDIT_INTERVAL", 3.0, low=0.5, high=60),
+        request_timeout=r.number("REQUEST_TIMEOUT", 120.0, low=1, high=3600),
+        max_reply_tokens=int(r.number("MAX_REPLY_TOKENS", 8192, low=16, high=1_000_000, integer=True)),
+        poll_timeout=int(r.number("POLL_TIMEOUT", 25, low=1, high=50, integer=True)),
+    )
+
+
+def data_dir_from_env(environ: Mapping[str, str] | None = None, dotenv_path: str | Path = ".env") -> Path:
+    """DATA_DIR alone, for the health check, which must work without secrets."""
+    env = {**dotenv_values(dotenv_path), **(dict(os.environ) if environ is None else dict(environ))}
+    return Path(env.get("DATA_DIR") or "data").expanduser()
+
+
+def _if_exists(name: str) -> Path | None:
+    path = Path(name)
+    return path if path.is_file() else None
+
+
+class _Reader:
+    """Typed access to one merged environment; every failure names its variable."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def text(self, name: str, default: str) -> str:
+        return self.env.get(name, default).strip()
+
+    def secret(self, name: str) -> Secret | None:
+        direct, path = self.env.get(name, "").strip(), self.env.get(f"{name}_FILE", "").strip()
+        if direct and path:
+            raise ConfigError(name, f"set both {name} and {name}_FILE; keep one")
+        if not path:
+            return Secret(direct) if direct else None
+        try:
+            value = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{name}_FILE", f"cannot read {path}: {exc.strerror or exc}") from None
+        if not value:
+            raise ConfigError(f"{name}_FILE", f"{path} is empty")
+        return Secret(value)
+
+    def url(self, name: str) -> str | None:
+        value = self.text(name, "")
+        if value and not re.match(r"^https?://[^\s/]+", value):
+            raise ConfigError(name, f"must be an http(s) URL, not {value!r}")
+        return value.rstrip("/") or None
+
+    def number(self, name: str, default: float, low: float, high: float, integer: bool = False) -> float:
+        raw = self.text(name, "")
+        if not raw:
+            return default
+        try:
+            value = int(raw) if integer else float(raw)
+        except ValueError:
+            kind = "a whole number" if integer else "a number"
+            raise ConfigError(name, f"must be {kind}, not {raw!r}") from None
+        if not (low <= value <= high) or math.isnan(value):
+            raise ConfigError(name, f"must be between {low:g} and {high:g}, not {raw}")
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        raw = self.text(name, "").lower()
+        if not raw:
+            return default
+        if raw in ("1", "true", "yes", "on"):
+            return True
+        if raw in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(name, f"must be true or false, not {raw!r}")
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.text(name, default).upper()
+        if value not in choices:
+            raise ConfigError(name, f"must be one of {', '.join(choices)}, not {value!r}")
+        return value
+
+    def id_list(self, name: str, star_ok: bool) -> tuple[bool, frozenset[int]]:
+        raw = self.text(name, "")
+        if star_ok and raw == "*":
+            return True, frozenset()
+        ids = set()
+        for item in filter(None, (part.strip() for part in raw.split(","))):
+            if not re.fullmatch(r"-?\d+", item):
+                raise ConfigError(name, f"expected comma-separated numeric user ids, got {item!r}")
+            ids.add(int(item))
+        return False, frozenset(ids)
+
+    def path(self, name: str, must_exist: bool = False) -> Path | None:
+        raw = self.text(name, "")
+        if not raw:
+            return None
+        path = Path(raw).expanduser()
+        if must_exist and not path.is_file():
+            raise ConfigError(name, f"file {raw} does not exist")
+        return path
+
+
+class SecretFilter(logging.Filter):
+    """Masks every configured secret in log records (libraries log URLs with tokens)."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self.secrets = sorted(set(secrets), key=len, reverse=True)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = message
+        for secret in self.secrets:
+            masked = masked.replace(secret, "****")
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
+
+
+def setup_logging(config: Config) -> None:
+    """Log to stderr at the configured level, with secrets masked."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(SecretFilter(config.secrets()))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(config.log_level)
+    # Keep library chatter (request URLs carry the token) out of INFO logs.
+    for noisy in ("urllib3", "httpx", "httpcore", "openai", "TeleBot"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

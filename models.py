@@ -1,0 +1,262 @@
+"""The model registry: one table of providers and models, built once at start.
+
+Sources, later ones overriding earlier: the catalog shipped with the bot
+(`builtin_models.toml`), the user's `MODELS_FILE`, and what providers report
+about their own models at run time. `Registry.get()` raises `UnknownModel`
+for ids it does not know; `Registry.resolve()` gives any id a conservative entry.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from config import Config, ConfigError, Secret
+from tokens import FALLBACK_ENCODING, encoding_name_for
+
+log = logging.getLogger(__name__)
+
+BUILTIN_CATALOG = Path(__file__).with_name("builtin_models.toml")
+PREFERRED_DEFAULTS = ("gpt-5.4-mini", "gpt-5.4", "gpt-5.5")
+# For models nobody describes: small enough for any current chat model.
+CONSERVATIVE_WINDOW = 8192
+CONSERVATIVE_OUTPUT = 1024
+
+
+class UnknownModel(LookupError):
+    """A model id the registry does not offer."""
+
+    def __init__(self, model_id: str, known: list[str]) -> None:
+        super().__init__(f"unknown model {model_id!r}")
+        self.model_id = model_id
+        self.known = known
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str
+    title: str
+    base_url: str | None
+    api_key: Secret | None = field(default=None, repr=False)
+    needs_key: bool = True
+    stream_options: bool = True
+    discover: bool = False
+    exact_tokens: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.base_url) and (bool(self.api_key) or not self.needs_key)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    id: str
+    provider: str
+    context_window: int
+    max_output: int
+    title: str = ""
+    encoding: str = FALLBACK_ENCODING
+    exact_tokens: bool = False
+    reasoning: bool = False
+    shutdown: dt.date | None = None
+    known: bool = True
+
+    @property
+    def label(self) -> str:
+        return self.title or self.id
+
+    @property
+    def key(self) -> str:
+        """A short stable token for callback data (Telegram allows 64 bytes)."""
+        return hashlib.sha1(f"{self.provider}/{self.id}".encode()).hexdigest()[:12]
+
+    def reply_reserve(self, cap: int) -> int:
+        """Tokens kept free for the answer (and asked for as its maximum)."""
+        return max(1, min(self.max_output, cap, self.context_window // 2))
+
+
+@dataclass
+class Registry:
+    providers: dict[str, Provider]
+    models: dict[str, ModelInfo]
+    default_model: str
+    # Ids described by the user's MODELS_FILE: what providers report does not override them.
+    user_defined: frozenset[str] = frozenset()
+    _warned: set[str] = field(default_factory=set)
+
+    def get(self, model_id: str) -> ModelInfo:
+        try:
+            return self.models[model_id]
+        except KeyError:
+            raise UnknownModel(model_id, sorted(self.models)) from None
+
+    def by_key(self, key: str) -> ModelInfo | None:
+        return next((m for m in self.models.values() if m.key == key), None)
+
+    def resolve(self, model_id: str) -> ModelInfo:
+        """The entry for a model id; unknown ids get a conservative one on the default provider."""
+        if model_id in self.models:
+            return self.models[model_id]
+        if model_id not in self._warned:
+            self._warned.add(model_id)
+            log.warning("model %s is not in the registry: assuming a %d-token window", model_id,
+                        CONSERVATIVE_WINDOW)
+        provider = self.models[self.default_model].provider if self.default_model in self.models else "openai"
+        return ModelInfo(model_id, provider, CONSERVATIVE_WINDOW, CONSERVATIVE_OUTPUT,
+                         encoding=FALLBACK_ENCODING, known=False)
+
+    def available(self) -> list[ModelInfo]:
+        """Offered models, grouped by provider in catalog order."""
+        order = {name: i for i, name in enumerate(self.providers)}
+        return sorted(self.models.values(), key=lambda m: (order.get(m.provider, 99), m.id))
+
+    def add_discovered(self, provider: str, found: Iterable[tuple[str, int | None]]) -> int:
+        """Add models a provider lists; a reported window overrides the catalog's, not the user's."""
+        added = 0
+        models = dict(self.models)  # swapped in whole: handlers iterate the old one meanwhile
+        for model_id, window in found:
+            current = models.get(model_id)
+            if current is None:
+                if window is None and self.providers[provider].name == "openai":
+                    continue  # OpenAI lists embeddings, audio, images...: offer only described models
+                models[model_id] = ModelInfo(
+                    model_id, provider, window or CONSERVATIVE_WINDOW,
+                    min(CONSERVATIVE_OUTPUT * 4, (window or CONSERVATIVE_WINDOW) // 4),
+                    encoding=encoding_name_for(model_id),
+                    exact_tokens=self.providers[provider].exact_tokens,
+                )
+                added += 1
+            elif window and current.provider == provider and model_id not in self.user_defined:
+                models[model_id] = replace(current, context_window=window)
+        self.models = models
+        return added
+
+
+def load_registry(config: Config, today: dt.date | None = None,
+                  builtin: Path = BUILTIN_CATALOG) -> Registry:
+    """Build the registry from the shipped catalog and the user's MODELS_FILE."""
+    today = today or dt.date.today()
+    catalog = _read_toml(builtin, "builtin catalog")
+    user = _read_toml(config.models_file, "MODELS_FILE") if config.models_file else {}
+
+    providers: dict[str, Provider] = {}
+    for source, label in ((catalog, "builtin catalog"), (user, "MODELS_FILE")):
+        for name, spec in _table(source, "providers", label).items():
+            providers[name] = _provider(name, spec, config.provider_env, label)
+
+    models: dict[str, ModelInfo] = {}
+    user_defined: set[str] = set()
+    for source, label in ((catalog, "builtin catalog"), (user, "MODELS_FILE")):
+        for spec in _array(source, "models", label):
+            info = _model(spec, providers, label)
+            if source is user:
+                user_defined.add(info.id)
+            if info.shutdown and info.shutdown <= today:
+                log.info("model %s was shut down on %s: not offered", info.id, info.shutdown)
+                models.pop(info.id, None)
+                continue
+            models[info.id] = info
+
+    enabled = {name for name, p in providers.items() if p.enabled}
+    offered = {mid: m for mid, m in models.items() if m.provider in enabled}
+    if not enabled:
+        raise ConfigError("OPENAI_API_KEY", "is required (or configure another provider's key or base URL)")
+
+    default = config.default_model or _pick_default(offered, today)
+    if default and default not in offered:
+        if default in models:
+            raise ConfigError("DEFAULT_MODEL", f"{default} needs provider {models[default].provider}, "
+                                               "which has no key or base URL configured")
+        log.warning("DEFAULT_MODEL %s is not in the registry: using a conservative context window", default)
+    # An empty default means only a local provider with nothing described yet: discovery fills it.
+    return Registry(providers, offered, default, frozenset(user_defined))
+
+
+def _pick_default(models: Mapping[str, ModelInfo], today: dt.date) -> str:
+    """A current, cheap model that is not announced for shutdown within half a year."""
+    soon = today + dt.timedelta(days=180)
+    for model_id in PREFERRED_DEFAULTS:
+        info = models.get(model_id)
+        if info and (info.shutdown is None or info.shutdown > soon):
+            return model_id
+    lasting = [m for m in models.values() if m.shutdown is None or m.shutdown > soon]
+    candidates = lasting or list(models.values())
+    return candidates[0].id if candidates else ""
+
+
+def _read_toml(path: Path, label: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(label, f"cannot read {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(label, f"{path} is not valid TOML: {exc}") from None
+
+
+def _table(source: Mapping[str, Any], key: str, label: str) -> dict[str, Any]:
+    value = source.get(key, {})
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise ConfigError(label, f"[{key}.NAME] entries must be tables")
+    return value
+
+
+def _array(source: Mapping[str, Any], key: str, label: str) -> list[dict[str, Any]]:
+    value = source.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ConfigError(label, f"[[{key}]] entries must be tables")
+    return value
+
+
+def _provider(name: str, spec: Mapping[str, Any], env: Mapping[str, Secret | str], label: str) -> Provider:
+    key_var, url_var = spec.get("api_key_env"), spec.get("base_url_env")
+    key = env.get(key_var) if key_var else None
+    url = env.get(url_var) if url_var else None
+    base_url = (url if isinstance(url, str) else None) or spec.get("base_url")
+    if base_url is not None and not isinstance(base_url, str):
+        raise ConfigError(label, f"providers.{name}.base_url must be a string")
+    return Provider(
+        name=name,
+        title=str(spec.get("title", name)),
+        base_url=base_url.rstrip("/") if base_url else None,
+        api_key=key if isinstance(key, Secret) else None,
+        needs_key=bool(key_var) and spec.get("key_optional") is not True,
+        stream_options=bool(spec.get("stream_options", True)),
+        discover=bool(spec.get("discover", False)),
+        exact_tokens=bool(spec.get("tiktoken", False)),
+    )
+
+
+def _model(spec: Mapping[str, Any], providers: Mapping[str, Provider], label: str) -> ModelInfo:
+    model_id, provider = spec.get("id"), spec.get("provider", "openai")
+    where = f"model {model_id!r}"
+    if not isinstance(model_id, str) or not model_id.strip():
+        raise ConfigError(label, "every [[models]] entry needs an id")
+    if provider not in providers:
+        raise ConfigError(label, f"{where}: unknown provider {provider!r} (known: {', '.join(providers)})")
+    window, output = spec.get("context_window"), spec.get("max_output", CONSERVATIVE_OUTPUT)
+    if not isinstance(window, int) or window < 256:
+        raise ConfigError(label, f"{where}: context_window must be a whole number of tokens >= 256")
+    if not isinstance(output, int) or not output >= 1:
+        raise ConfigError(label, f"{where}: max_output must be a positive whole number")
+    shutdown = spec.get("shutdown")
+    if shutdown is not None and not isinstance(shutdown, dt.date):
+        raise ConfigError(label, f"{where}: shutdown must be a TOML date like 2027-01-14")
+    exact = providers[provider].exact_tokens
+    return ModelInfo(
+        id=model_id,
+        provider=provider,
+        context_window=window,
+        max_output=output,
+        title=str(spec.get("title", "")),
+        encoding=str(spec.get("encoding") or (encoding_name_for(model_id) if exact else FALLBACK_ENCODING)),
+        exact_tokens=exact,
+        reasoning=bool(spec.get("reasoning", False)),
+        shutdown=shutdown,
+    )

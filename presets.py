@@ -1,0 +1,62 @@
+"""System-prompt presets: the shipped `presets.toml`, extended or overridden by `PRESETS_FILE`."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from config import ConfigError
+
+BUILTIN_PRESETS = Path(__file__).with_name("presets.toml")
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    title: str
+    prompt: str
+    description: str = ""
+    model: str | None = None
+    temperature: float | None = None
+
+
+def load_presets(user_file: Path | None, builtin: Path = BUILTIN_PRESETS) -> dict[str, Preset]:
+    """Presets by name, the user's file overriding the shipped ones."""
+    presets: dict[str, Preset] = {}
+    for path, label in ((builtin, "presets.toml"), (user_file, "PRESETS_FILE")):
+        if path is None:
+            continue
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(label, f"cannot load {path}: {exc}") from None
+        table = data.get("presets", {})
+        if not isinstance(table, dict):
+            raise ConfigError(label, "[presets.NAME] entries must be tables")
+        for name, spec in table.items():
+            presets[name] = _preset(name, spec, label)
+    return presets
+
+
+def _preset(name: str, spec: Any, label: str) -> Preset:
+    if not _NAME.match(name):
+        raise ConfigError(label, f"preset name {name!r} must be lowercase letters, digits and _")
+    if not isinstance(spec, dict) or not isinstance(spec.get("prompt"), str) or not spec["prompt"].strip():
+        raise ConfigError(label, f"preset {name!r} needs a prompt")
+    temperature = spec.get("temperature")
+    if temperature is not None and (not isinstance(temperature, int | float) or not 0 <= temperature <= 2):
+        raise ConfigError(label, f"preset {name!r}: temperature must be a number from 0 to 2")
+    model = spec.get("model")
+    return Preset(
+        name=name,
+        title=str(spec.get("title", name)),
+        prompt=spec["prompt"].strip(),
+        description=str(spec.get("description", "")),
+        model=str(model) if model else None,
+        temperature=float(temperature) if temperature is not None else None,
+    )

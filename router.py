@@ -1,0 +1,124 @@
+"""What an update is, and whether it is for us: raw update dicts in, `Incoming` out.
+
+Works on the raw JSON so that odd updates (no `from`, unknown kinds, fields
+pyTelegramBotAPI does not know) can never break parsing. In groups the bot
+answers only when addressed: a command (but not `/cmd@OtherBot`), a mention of
+its @username, or a reply to one of its messages.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+_COMMAND = re.compile(r"^/([A-Za-z0-9_]{1,64})(?:@([A-Za-z0-9_]{1,64}))?(?:\s+|$)(.*)\Z", re.S)
+_MEDIA = ("sticker", "photo", "voice", "video", "video_note", "audio", "document", "animation",
+          "location", "contact", "poll", "dice", "venue", "game", "story")
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One thing a user did, reduced to what the handlers need."""
+
+    update_id: int
+    kind: str  # "text", "command", "callback", "media", "edited"
+    user_id: int
+    user_name: str
+    chat_id: int
+    private: bool
+    message_id: int | None = None
+    text: str = ""
+    command: str = ""
+    args: str = ""
+    callback_id: str = ""
+    language: str | None = None
+
+
+@dataclass(frozen=True)
+class StopGeneration:
+    """The user pressed the stop control on a draft."""
+
+    update_id: int
+    chat_id: int
+    draft_id: int
+
+
+@dataclass(frozen=True)
+class BotIdentity:
+    id: int
+    username: str
+
+
+def parse_update(update: dict[str, Any], me: BotIdentity) -> Incoming | StopGeneration | None:
+    """The Incoming for an update meant for us; None for anything to ignore."""
+    update_id = update.get("update_id")
+    if not isinstance(update_id, int):
+        return None
+    if isinstance(stop := update.get("stopped_message_generation"), dict):
+        chat, draft = stop.get("chat") or {}, stop.get("draft_id")
+        if isinstance(chat.get("id"), int) and isinstance(draft, int):
+            return StopGeneration(update_id, chat["id"], draft)
+        return None
+    if isinstance(query := update.get("callback_query"), dict):
+        return _callback(update_id, query)
+    for field, kind in (("message", None), ("edited_message", "edited")):
+        if isinstance(message := update.get(field), dict):
+            return _message(update_id, message, me, kind)
+    return None  # channel posts, business messages, reactions, polls...
+
+
+def _user(message: dict[str, Any]) -> tuple[int, str, str | None] | None:
+    sender = message.get("from")
+    if not isinstance(sender, dict) or not isinstance(sender.get("id"), int) or sender.get("is_bot"):
+        return None
+    name = " ".join(str(sender.get(k) or "") for k in ("first_name", "last_name")).strip()
+    if sender.get("username"):
+        name = f"{name} (@{sender['username']})".strip()
+    return sender["id"], name or str(sender["id"]), sender.get("language_code")
+
+
+def _chat(message: dict[str, Any]) -> tuple[int, bool] | None:
+    chat = message.get("chat")
+    if not isinstance(chat, dict) or not isinstance(chat.get("id"), int):
+        return None
+    return chat["id"], chat.get("type") == "private"
+
+
+def _callback(update_id: int, query: dict[str, Any]) -> Incoming | None:
+    who = _user(query)
+    message = query.get("message") if isinstance(query.get("message"), dict) else {}
+    where = _chat(message)
+    if who is None or where is None or not isinstance(query.get("id"), str):
+        return None
+    return Incoming(update_id, "callback", who[0], who[1], where[0], where[1],
+                    message_id=message.get("message_id"), text=str(query.get("data") or ""),
+                    callback_id=query["id"], language=who[2])
+
+
+def _message(update_id: int, message: dict[str, Any], me: BotIdentity, kind: str | None) -> Incoming | None:
+    who, where = _user(message), _chat(message)
+    if who is None or where is None:
+        return None
+    chat_id, private = where
+    text = message.get("text")
+    replied = message.get("reply_to_message") or {}
+    to_us = private or (replied.get("from") or {}).get("id") == me.id
+    base = dict(update_id=update_id, user_id=who[0], user_name=who[1], chat_id=chat_id, private=private,
+                message_id=message.get("message_id"), language=who[2])
+    if not isinstance(text, str):
+        if not to_us:
+            return None
+        media = next((m for m in _MEDIA if m in message), "message")
+        return Incoming(kind=kind or "media", text=media, **base)
+    if kind == "edited":
+        return Incoming(kind="edited", text=text, **base) if to_us else None
+    if match := _COMMAND.match(text):
+        name, target, args = match.groups()
+        if target and target.lower() != me.username.lower():
+            return None  # /cmd@OtherBot
+        return Incoming(kind="command", text=text, command=name.lower(), args=args.strip(), **base)
+    mention = re.compile(rf"@{re.escape(me.username)}\b", re.I) if me.username else None
+    if not private and mention is not None and mention.search(text):
+        return Incoming(kind="text", text=mention.sub("", text).strip(), **base)
+    return Incoming(kind="text", text=text, **base) if to_us else None
