@@ -46,8 +46,9 @@ class _Bucket:
 class RateLimiter:
     """Token buckets per chat plus one global bucket; `acquire` blocks until a call may go."""
 
-    def __init__(self, private_rate: float = 1.0, group_rate: float = 20 / 60, burst: float = 3,
-                 global_rate: float = 30.0) -> None:
+    # A little under Telegram's limits: network jitter must not bring two calls closer than allowed.
+    def __init__(self, private_rate: float = 0.9, group_rate: float = 18 / 60, burst: float = 3,
+                 global_rate: float = 28.0) -> None:
         self.private_rate, self.group_rate, self.burst = private_rate, group_rate, burst
         self.global_rate = global_rate
         self._lock = threading.Lock()

@@ -1,0 +1,125 @@
+"""Test harness: fake Telegram and OpenAI servers on 127.0.0.1 and the real bot wired to them."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# tiktoken downloads encodings on first use; offline, use the ready cache beside the project.
+_CACHE = ROOT.parent / "shared" / "tiktoken"
+if _CACHE.is_dir() and "TIKTOKEN_CACHE_DIR" not in os.environ:
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(_CACHE)
+
+from bot import Bot  # noqa: E402
+from config import load_config  # noqa: E402
+from sessions import Session  # noqa: E402
+from tests.fakes.openai import FakeOpenAI, Reply  # noqa: E402
+from tests.fakes.telegram import FakeTelegram  # noqa: E402
+
+ADMIN = 1
+ALICE = 100
+BOB = 101
+STRANGER = 666
+
+
+@pytest.fixture
+def tg() -> Iterator[FakeTelegram]:
+    with FakeTelegram() as fake:
+        yield fake
+
+
+@pytest.fixture
+def llm() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(api_key="sk-test") as fake:
+        yield fake
+
+
+def bot_env(tg: FakeTelegram, llm: FakeOpenAI, data_dir: Path, **overrides: str) -> dict[str, str]:
+    """The environment of a bot pointed at the fakes; `overrides` may remove a key with ''."""
+    env = {
+        "TELEGRAM_BOT_TOKEN": tg.token,
+        "TELEGRAM_API_URL": tg.url,
+        "OPENAI_API_KEY": "sk-test",
+        "OPENAI_BASE_URL": llm.url,
+        "ALLOWED_USER_IDS": f"{ALICE},{BOB}",
+        "ADMIN_USER_IDS": str(ADMIN),
+        "DATA_DIR": str(data_dir),
+        "POLL_TIMEOUT": "2",
+        "DRAFT_INTERVAL": "0.3",
+        "GROUP_EDIT_INTERVAL": "1",
+        "REQUEST_TIMEOUT": "10",
+    }
+    env.update(overrides)
+    return {k: v for k, v in env.items() if v != ""}
+
+
+@dataclass
+class Harness:
+    """A running bot and its fakes, with the user's side of the conversation."""
+
+    tg: FakeTelegram
+    llm: FakeOpenAI
+    bot: Bot
+    data_dir: Path
+
+    def say(self, text: str, user: int = ALICE, chat: int | None = None, **fields: object) -> int:
+        return self.tg.send_text(user, text, chat_id=chat, **fields)
+
+    def replies(self, chat: int, n: int, timeout: float = 10) -> list[str]:
+        """The chat's bot messages once there are at least `n` and the bot is idle."""
+        texts = self.tg.wait_messages(chat, n, timeout=timeout)
+        self.idle()
+        return self.tg.messages(chat) if len(self.tg.messages(chat)) > len(texts) else texts
+
+    def ask(self, text: str, user: int = ALICE, chat: int | None = None) -> str:
+        """Send a message and return the bot's one new message in answer."""
+        where = chat if chat is not None else user
+        before = len(self.tg.messages(where))
+        self.say(text, user, chat)
+        self.tg.wait_messages(where, before + 1)
+        self.idle()
+        return "\n".join(self.tg.messages(where)[before:])
+
+    def chat_requests(self) -> list[dict[str, object]]:
+        """Bodies of the chat requests the model server received, oldest first."""
+        return [r.body for r in self.llm.requests if r.path.endswith("/chat/completions")]
+
+    def idle(self, timeout: float = 15) -> None:
+        assert self.bot.dispatcher.wait_idle(timeout), "the bot did not finish its work"
+
+    def session(self, user: int = ALICE) -> Session:
+        assert self.bot.app is not None
+        return self.bot.app.store.get(user)
+
+
+@pytest.fixture
+def start_bot(tg: FakeTelegram, llm: FakeOpenAI, tmp_path: Path) -> Iterator[Callable[..., Harness]]:
+    """Start the real bot against the fakes: `start_bot(MODELS_FILE=..., STREAM="false")`."""
+    started: list[Bot] = []
+
+    def start(**overrides: str) -> Harness:
+        config = load_config(bot_env(tg, llm, tmp_path / "data", **overrides), tmp_path / "absent.env")
+        bot = Bot(config)
+        bot.start()
+        started.append(bot)
+        return Harness(tg, llm, bot, tmp_path / "data")
+
+    yield start
+    for bot in started:
+        bot.shutdown(grace=3)
+
+
+@pytest.fixture
+def harness(start_bot: Callable[..., Harness]) -> Harness:
+    return start_bot()
+
+
+__all__ = ["ADMIN", "ALICE", "BOB", "STRANGER", "Harness", "Reply", "bot_env"]
