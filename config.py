@@ -94,6 +94,9 @@ def load_config(environ: Mapping[str, str] | None = None, dotenv_path: str | Pat
     """Build the Config from `environ` (default: the process environment) and `.env`."""
     base = dict(os.environ) if environ is None else dict(environ)
     file_values = {k: v for k, v in dotenv_values(dotenv_path).items() if v is not None}
+    # The environment wins over .env for a secret as a whole, whichever of NAME / NAME_FILE it sets.
+    for name in base:
+        file_values.pop(name.removesuffix("_FILE") if name.endswith("_FILE") else f"{name}_FILE", None)
     env = {**file_values, **base}
     r = _Reader(env)
 

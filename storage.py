@@ -61,7 +61,7 @@ class SqliteBackend:
         self._lock = threading.Lock()
         # What each session looks like on disk: (epoch, rows saved), to append only the new rows.
         self._saved: dict[int, tuple[int, int]] = {}
-        self._last_error_log = 0.0
+        self._last_error_log: float | None = None
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
@@ -156,7 +156,7 @@ class SqliteBackend:
     def _log_error(self, what: str, exc: sqlite3.Error) -> None:
         # Loud, but at most once a minute: a full disk fails every save.
         now = time.monotonic()
-        if now - self._last_error_log > 60:
+        if self._last_error_log is None or now - self._last_error_log > 60:
             self._last_error_log = now
             log.error("STORAGE FAILURE %s in %s: %s; the bot goes on from memory", what, self.path, exc)
 
@@ -169,4 +169,13 @@ class _Transaction:
         self.db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: object, *_: object) -> None:
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        if exc_type:
+            self.db.execute("ROLLBACK")
+            return
+        try:
+            self.db.execute("COMMIT")
+        except sqlite3.Error:
+            # After a failed COMMIT the transaction may still be open: later statements would join it.
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise

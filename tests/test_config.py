@@ -266,3 +266,12 @@ def test_secret_filter_masks_through_a_handler(tmp_path: Path, monkeypatch: pyte
     finally:
         logger.removeHandler(handler)
     assert handler.lines == ["token **** key '****'", "nothing secret: 5"]
+
+
+def test_environment_secret_wins_over_dotenv_file_variant(tmp_path: Path) -> None:
+    secret = tmp_path / "token.txt"
+    secret.write_text("9:fromfile\n")
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(f"TELEGRAM_BOT_TOKEN_FILE={secret}\nOPENAI_API_KEY=sk-x\n")
+    config = load_config({"TELEGRAM_BOT_TOKEN": "1:fromenv"}, dotenv)
+    assert config.telegram_token.value == "1:fromenv"

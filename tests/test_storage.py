@@ -205,9 +205,6 @@ def test_failed_message_insert_rolls_back_the_session_row(backend: SqliteBackend
     assert reload(db_path)[1] == session
 
 
-@pytest.mark.xfail(reason="BUG: storage.py _Transaction.__exit__ does not roll back when COMMIT fails, "
-                          "so the connection stays inside the transaction and every later BEGIN IMMEDIATE "
-                          "fails with 'cannot start a transaction within a transaction'", strict=True)
 def test_failed_commit_does_not_break_later_saves(backend: SqliteBackend, db_path: Path) -> None:
     session = make_session(1, turns=1)
     failing = break_connection(backend, "COMMIT")
@@ -220,9 +217,6 @@ def test_failed_commit_does_not_break_later_saves(backend: SqliteBackend, db_pat
     assert reload(db_path).get(1) == session
 
 
-@pytest.mark.xfail(reason="BUG: storage.py SqliteBackend starts _last_error_log at 0.0 and compares it with "
-                          "time.monotonic(), so within 60 s of boot the first storage failure is not logged",
-                   strict=True)
 def test_first_failure_is_logged_soon_after_boot(backend: SqliteBackend, monkeypatch: pytest.MonkeyPatch,
                                                  caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr(storage.time, "monotonic", lambda: 30.0)  # the machine booted 30 s ago
