@@ -162,6 +162,8 @@ class Bot:
                 backoff = min(backoff * 2, 30)
                 continue
             except (requests.RequestException, ApiException) as exc:
+                if self.stop_event.is_set():
+                    return
                 log.warning("Telegram unreachable (%s); retrying in %.0fs", exc.__class__.__name__, backoff)
                 self.stop_event.wait(backoff)
                 backoff = min(backoff * 2, 30)

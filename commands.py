@@ -188,6 +188,8 @@ def handle_chat(app: App, inc: Incoming) -> None:
     suffix = []
     if completion.cancelled:
         suffix.append("<i>(stopped)</i>")
+    elif completion.interrupted:
+        suffix.append("<i>(the connection to the model broke off: this answer is incomplete)</i>")
     elif completion.finish_reason == "length":
         suffix.append("<i>(the answer reached its length limit)</i>")
     if outcome.warn:

@@ -64,6 +64,7 @@ class Completion:
     completion_tokens: int | None = None
     finish_reason: str | None = None
     cancelled: bool = False
+    interrupted: bool = False  # the stream broke off after some text: `text` is what arrived
 
 
 @dataclass(frozen=True)
@@ -194,10 +195,12 @@ class LLMClient:
                 parts.append(chunk)
                 if on_delta is not None:
                     on_delta("".join(parts))
-        except (openai.APIConnectionError, openai.APIStatusError):
-            raise
-        except Exception as exc:  # httpx2 transport errors when the stream breaks off
-            raise ProviderDown(f"stream broke off: {exc.__class__.__name__}") from exc
+        except (openai.APIConnectionError, openai.APIStatusError, OSError) as exc:
+            if not parts:
+                raise
+            # Keep what arrived: the user sees it, marked as incomplete.
+            log.warning("stream broke off after %d chunks: %r", len(parts), exc)
+            result.interrupted = True
         finally:
             stream.close()
         result.text = _clean("".join(parts))

@@ -57,6 +57,8 @@ def parse_update(update: dict[str, Any], me: BotIdentity) -> Incoming | StopGene
         return None
     if isinstance(stop := update.get("stopped_message_generation"), dict):
         chat, draft = stop.get("chat") or {}, stop.get("draft_id")
+        if isinstance(draft, str) and draft.isdigit():
+            draft = int(draft)  # some servers send it as decimal text
         if isinstance(chat.get("id"), int) and isinstance(draft, int):
             return StopGeneration(update_id, chat["id"], draft)
         return None
