@@ -63,6 +63,7 @@ class Bot:
         self.fatal: str | None = None
         self.dispatcher = Dispatcher(config.workers)
         self.heartbeat = config.data_dir / HEARTBEAT
+        self.poll_failures = 0  # consecutive failed getUpdates calls
         self._recent: deque[int] = deque(maxlen=10_000)
         self._offset: int | None = None
         self.app: commands.App | None = None
@@ -159,16 +160,19 @@ class Bot:
                 log.warning("getUpdates refused (%s %s); retrying in %.0fs", exc.error_code,
                             exc.description, wait)
                 self.stop_event.wait(wait)
-                backoff = min(backoff * 2, 30)
+                backoff = min(backoff * 2, 15)
                 continue
             except (requests.RequestException, ApiException) as exc:
                 if self.stop_event.is_set():
                     return
+                self.poll_failures += 1
                 log.warning("Telegram unreachable (%s); retrying in %.0fs", exc.__class__.__name__, backoff)
                 self.stop_event.wait(backoff)
-                backoff = min(backoff * 2, 30)
+                backoff = min(backoff * 2, 15)
                 continue
-            backoff = 1.0
+            if self.poll_failures:
+                log.info("Telegram reachable again after %d failed polls", self.poll_failures)
+            backoff, self.poll_failures = 1.0, 0
             self._touch_heartbeat()
             if self.stop_event.is_set():
                 return  # leave these unconfirmed: the next run gets them

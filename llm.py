@@ -195,9 +195,11 @@ class LLMClient:
                 parts.append(chunk)
                 if on_delta is not None:
                     on_delta("".join(parts))
-        except (openai.APIConnectionError, openai.APIStatusError, OSError) as exc:
+        except Exception as exc:  # the SDK's errors, or raw transport errors from a broken stream
             if not parts:
-                raise
+                if isinstance(exc, openai.APIError):
+                    raise
+                raise ProviderDown(f"stream broke off: {exc!r}") from exc
             # Keep what arrived: the user sees it, marked as incomplete.
             log.warning("stream broke off after %d chunks: %r", len(parts), exc)
             result.interrupted = True

@@ -44,7 +44,8 @@ def test_chat_turn_sends_history_and_records_tokens(harness: Harness) -> None:
 
     session = harness.session()
     assert [(m.role, m.content) for m in session.messages] == [
-        ("user", "hello"), ("assistant", "echo: hello"), ("user", "and again"), ("assistant", "echo: and again")]
+        ("user", "hello"), ("assistant", "echo: hello"),
+        ("user", "and again"), ("assistant", "echo: and again")]
     # Cookbook formula: 3 per message + role + content, 3 to prime the reply.
     expected = sum(3 + o200k(m["role"]) + o200k(m["content"]) for m in body["messages"]) + 3
     expected += 3 + o200k("assistant") + o200k("echo: and again")

@@ -1,0 +1,199 @@
+"""The bot as a process: restarts, SIGKILL, SIGTERM, outages, secrets from files, health check."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ALICE, ROOT, Harness, Reply, bot_env
+from tests.fakes.openai import FakeOpenAI
+from tests.fakes.telegram import FakeTelegram
+
+
+class BotProcess:
+    """`python bot.py` in a child process, its output kept in a log file."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self.out = open(log, "ab")  # noqa: SIM115 - closed in stop()
+        child_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env}
+        if "TIKTOKEN_CACHE_DIR" in os.environ:
+            child_env["TIKTOKEN_CACHE_DIR"] = os.environ["TIKTOKEN_CACHE_DIR"]
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "bot.py")], env=child_env, cwd=log.parent,
+                                     stdout=self.out, stderr=subprocess.STDOUT)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_ready(self, tg: FakeTelegram) -> None:
+        tg.wait_for(lambda: tg.calls_of("getUpdates") or self.proc.poll() is not None, timeout=20)
+        assert self.proc.poll() is None, self.output()
+
+    def signal(self, sig: int) -> int:
+        self.proc.send_signal(sig)
+        code = self.proc.wait(timeout=30)
+        self.out.close()
+        return code
+
+
+@pytest.fixture
+def spawn(tg: FakeTelegram, llm: FakeOpenAI, tmp_path: Path) -> Iterator[Callable[..., BotProcess]]:
+    procs: list[BotProcess] = []
+
+    def start(**overrides: str) -> BotProcess:
+        env = bot_env(tg, llm, tmp_path / "data", **overrides)
+        proc = BotProcess(env, tmp_path / f"bot{len(procs)}.log")
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.proc.poll() is None:
+            proc.proc.kill()
+            proc.proc.wait()
+
+
+def converse(tg: FakeTelegram, text: str, user: int = ALICE) -> str:
+    before = len(tg.messages(user))
+    tg.send_text(user, text)
+    return tg.wait_messages(user, before + 1, timeout=15)[-1]
+
+
+def test_sigkill_mid_answer_loses_nothing_completed(spawn: Callable[..., BotProcess], tg: FakeTelegram,
+                                                    llm: FakeOpenAI) -> None:
+    bot = spawn()
+    bot.wait_ready(tg)
+    assert "switched to gpt-5.4 " in converse(tg, "/model gpt-5.4")
+    assert "System prompt set" in converse(tg, "/system Speak like a pirate.")
+    assert converse(tg, "ahoy") == "echo: ahoy"
+    llm.script(Reply(chunks=["slow ", "answer"], delay=10))
+    tg.send_text(ALICE, "tell me a long story")
+    llm.wait_for(lambda: len(llm.chat_requests()) == 2, timeout=10)
+    bot.proc.kill()
+    bot.proc.wait()
+
+    restarted = spawn()
+    restarted.wait_ready(tg)
+    # The message in flight at the kill is answered after the restart, with the restored history.
+    tg.wait_messages(ALICE, 4, timeout=20)
+    replay = llm.chat_requests()[-1].body
+    assert replay["model"] == "gpt-5.4"
+    assert [m["content"] for m in replay["messages"]] == [
+        "Speak like a pirate.", "ahoy", "echo: ahoy", "tell me a long story"]
+    assert converse(tg, "and then?") == "echo: and then?"
+    assert len(llm.chat_requests()[-1].body["messages"]) == 6
+    assert restarted.signal(signal.SIGTERM) == 0
+
+
+def test_sigterm_during_stream_exits_0_and_delivers(spawn: Callable[..., BotProcess], tg: FakeTelegram,
+                                                    llm: FakeOpenAI) -> None:
+    bot = spawn()
+    bot.wait_ready(tg)
+    llm.script(Reply(chunks=[f"part{i} " for i in range(100)], chunk_delay=0.2))
+    tg.send_text(ALICE, "stream for 20 seconds")
+    tg.wait_for(lambda: tg.drafts(ALICE), timeout=10)
+    started = time.monotonic()
+    assert bot.signal(signal.SIGTERM) == 0, bot.output()
+    assert time.monotonic() - started < 20
+    [answer] = tg.messages(ALICE)
+    assert answer.startswith("part0 part1") and (answer.endswith("(stopped)") or "part99" in answer)
+    assert "Traceback" not in bot.output()
+
+
+def test_telegram_outage_heals_and_answers_each_message_once(start_bot: Callable[..., Harness]) -> None:
+    h = start_bot()
+    assert h.ask("before") == "echo: before"
+    h.tg.go_down()
+    during = [h.say(f"during {i}") for i in range(3)]
+    # Several failed polls, with growing back-off, before Telegram returns.
+    h.tg.wait_for(lambda: h.bot.poll_failures >= 3, timeout=20)
+    h.tg.come_back()
+    texts = h.replies(ALICE, 4, timeout=40)
+    assert texts == ["echo: before", "echo: during 0", "echo: during 1", "echo: during 2"]
+    assert len(during) == 3
+    assert [m.content for m in h.session().messages][-2:] == ["during 2", "echo: during 2"]
+
+
+def test_secrets_from_files_and_fresh_nested_data_dir(spawn: Callable[..., BotProcess], tg: FakeTelegram,
+                                                      tmp_path: Path) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "token").write_text(tg.token + "\n")
+    (secrets / "key").write_text("sk-test\n")
+    data = tmp_path / "fresh" / "nested" / "data"
+    bot = spawn(TELEGRAM_BOT_TOKEN="", OPENAI_API_KEY="", TELEGRAM_BOT_TOKEN_FILE=str(secrets / "token"),
+                OPENAI_API_KEY_FILE=str(secrets / "key"), DATA_DIR=str(data))
+    bot.wait_ready(tg)
+    assert converse(tg, "hi") == "echo: hi"
+    assert (data / "sessions.sqlite3").exists()
+    assert bot.signal(signal.SIGTERM) == 0
+    assert tg.token not in bot.output() and "sk-test" not in bot.output()
+
+
+def test_bad_token_exits_1_with_a_clear_line(spawn: Callable[..., BotProcess], tg: FakeTelegram) -> None:
+    bot = spawn(TELEGRAM_BOT_TOKEN="42:WRONG")
+    assert bot.proc.wait(timeout=20) == 1
+    assert "refused TELEGRAM_BOT_TOKEN" in bot.output()
+    assert "Traceback" not in bot.output() and "42:WRONG" not in bot.output()
+
+
+def healthcheck(data_dir: Path) -> int:
+    return subprocess.run([sys.executable, str(ROOT / "bot.py"), "--healthcheck"],
+                          env={"PATH": "/usr/bin:/bin", "DATA_DIR": str(data_dir)},
+                          cwd=data_dir.parent, capture_output=True, timeout=30).returncode
+
+
+def test_healthcheck_follows_the_heartbeat(spawn: Callable[..., BotProcess], tg: FakeTelegram,
+                                           tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    assert healthcheck(data) == 1
+    bot = spawn()
+    bot.wait_ready(tg)
+    assert healthcheck(data) == 0
+    assert bot.signal(signal.SIGTERM) == 0
+    stale = time.time() - 600
+    os.utime(data / "heartbeat", (stale, stale))
+    assert healthcheck(data) == 1
+
+
+class _FailingDb:
+    """A connection whose writes fail, as on a full or read-only disk."""
+
+    def __init__(self, real: sqlite3.Connection) -> None:
+        self.real = real
+        self.failing = True
+
+    def execute(self, sql: str, *args: object) -> object:
+        if self.failing and not sql.startswith(("SELECT", "ROLLBACK")):
+            raise sqlite3.OperationalError("database or disk is full")
+        return self.real.execute(sql, *args)
+
+    def executemany(self, sql: str, *args: object) -> object:
+        return self.execute(sql) if self.failing else self.real.executemany(sql, *args)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.real, name)
+
+
+def test_full_disk_is_logged_and_chat_goes_on(start_bot: Callable[..., Harness],
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    h = start_bot()
+    assert h.bot.backend is not None
+    failing = _FailingDb(h.bot.backend._db)
+    h.bot.backend._db = failing  # type: ignore[assignment]
+    assert h.ask("still there?") == "echo: still there?"
+    assert "STORAGE FAILURE" in caplog.text
+    failing.failing = False
+    assert h.ask("disk is back") == "echo: disk is back"
+    h.bot.shutdown(grace=1)
+    restored = {s.user_id: s for s in type(h.bot.backend)(h.data_dir / "sessions.sqlite3").load_sessions()}
+    assert [m.content for m in restored[ALICE].messages] == [
+        "still there?", "echo: still there?", "disk is back", "echo: disk is back"]
