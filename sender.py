@@ -62,18 +62,18 @@ class RateLimiter:
         bucket.tokens = min(capacity, bucket.tokens + (now - bucket.stamp) * rate)
         bucket.stamp = now
 
-    def wait_time(self, chat_id: int) -> float:
-        """Seconds until a call to this chat may go, 0 when it may go now (reserves nothing)."""
+    def wait_time(self, chat_id: int, spare: float = 0.0) -> float:
+        """Seconds until a call to this chat may go, leaving `spare` global calls for others."""
         with self._lock:
-            return self._wait(chat_id, time.monotonic())
+            return self._wait(chat_id, time.monotonic(), spare)
 
-    def _wait(self, chat_id: int, now: float) -> float:
+    def _wait(self, chat_id: int, now: float, spare: float = 0.0) -> float:
         rate = self._rate(chat_id)
         bucket = self._chats.setdefault(chat_id, _Bucket(self.burst, now))
         self._refill(bucket, rate, self.burst, now)
         self._refill(self._global, self.global_rate, self.global_rate, now)
         waits = [bucket.blocked_until - now, (1 - bucket.tokens) / rate,
-                 (1 - self._global.tokens) / self.global_rate]
+                 (1 + spare - self._global.tokens) / self.global_rate]
         return max(0.0, *waits)
 
     def try_acquire(self, chat_id: int) -> bool:

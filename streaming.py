@@ -19,6 +19,8 @@ from sender import Sender, TelegramError
 log = logging.getLogger(__name__)
 
 TYPING_EVERY = 4.0
+# Previews leave this share of the global rate budget to final messages, which must not wait.
+PREVIEW_SPARE = 0.3
 
 
 class TypingTicker:
@@ -85,8 +87,9 @@ class LiveReply:
         now = time.monotonic()
         if now - self._last_preview < self.interval or not markdown.strip():
             return
-        if self.sender.limiter.wait_time(self.chat_id) > 0:
-            return  # keep the budget for the final message; the next delta tries again
+        limiter = self.sender.limiter
+        if limiter.wait_time(self.chat_id, spare=PREVIEW_SPARE * limiter.global_rate) > 0:
+            return  # keep the budget for final messages; the next delta tries again
         self._last_preview = now
         parts = render.render(markdown)
         if not parts:
