@@ -437,7 +437,7 @@ def handle_callback(app: App, inc: Incoming) -> None:
 def _model_keyboard(app: App, current: str) -> types.InlineKeyboardMarkup:
     markup = types.InlineKeyboardMarkup(row_width=2)
     by_provider: dict[str, list[ModelInfo]] = {}
-    for model in app.registry.available()[:98]:  # Telegram allows 100 buttons
+    for model in app.registry.available(featured_only=True)[:98]:  # Telegram allows 100 buttons
         by_provider.setdefault(model.provider, []).append(model)
     for provider, models in by_provider.items():
         title = app.registry.providers[provider].title
@@ -463,11 +463,14 @@ def _command_lines(app: App) -> str:
 
 def _model_list(app: App, current: str) -> str:
     lines = []
-    for model in app.registry.available():
+    featured = app.registry.available(featured_only=True)
+    for model in featured:
         mark = " ✅" if model.id == current else ""
         when = f", retires {model.shutdown}" if model.shutdown else ""
         lines.append(f"<code>{html.escape(model.id)}</code> ({html.escape(model.provider)}, "
                      f"{model.context_window:,}{when}){mark}")
+    if more := len(app.registry.models) - len(featured):
+        lines.append(f"…and {more} more that the providers list: /model &lt;id&gt;")
     return "\n".join(lines) or "none"
 
 

@@ -117,9 +117,23 @@ class LLMClient:
         found = []
         for item in page.data:
             extra = item.model_extra or {}
-            window = extra.get("context_length") or extra.get("max_model_len")
-            found.append((item.id, int(window) if isinstance(window, int | float) and window > 0 else None))
+            # OpenRouter reports context_length, vLLM max_model_len.
+            window = _positive(extra.get("context_length") or extra.get("max_model_len"))
+            if window is None and self._providers[provider].context_probe == "ollama":
+                window = self._ollama_context(client, item.id)
+            found.append((item.id, window))
         return found
+
+    def _ollama_context(self, client: openai.OpenAI, model_id: str) -> int | None:
+        """Ollama tells a model's context length in /api/show, beside its OpenAI-style /v1."""
+        root = str(client.base_url).rstrip("/").removesuffix("/v1")
+        try:
+            info = client.post(f"{root}/api/show", body={"model": model_id}, cast_to=object)
+        except (openai.APIStatusError, openai.APIConnectionError) as exc:
+            log.info("ollama /api/show failed for %s: %r", model_id, exc)
+            return None
+        details = info.get("model_info", {}) if isinstance(info, dict) else {}
+        return next((_positive(v) for k, v in details.items() if k.endswith(".context_length")), None)
 
     def _client(self, provider_name: str) -> openai.OpenAI:
         provider = self._providers.get(provider_name)
@@ -207,6 +221,10 @@ class LLMClient:
             stream.close()
         result.text = _clean("".join(parts))
         return result
+
+
+def _positive(value: object) -> int | None:
+    return int(value) if isinstance(value, int | float) and value > 0 else None
 
 
 def _chunks(stream: Iterable[Any], result: Completion) -> Iterable[str]:

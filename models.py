@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 BUILTIN_CATALOG = Path(__file__).with_name("builtin_models.toml")
 PREFERRED_DEFAULTS = ("gpt-5.4-mini", "gpt-5.4", "gpt-5.5")
+# Words in ids of listed models that do not chat.
+NOT_CHAT = ("embed", "whisper", "tts", "moderation", "dall-e", "image", "transcribe", "realtime", "rerank",
+            "guard", "audio", "search", "sora")
 # For models nobody describes: small enough for any current chat model.
 CONSERVATIVE_WINDOW = 8192
 CONSERVATIVE_OUTPUT = 1024
@@ -48,6 +51,7 @@ class Provider:
     stream_options: bool = True
     discover: bool = False
     exact_tokens: bool = False
+    context_probe: str | None = None  # "ollama": ask /api/show for each model's context length
 
     @property
     def enabled(self) -> bool:
@@ -66,6 +70,8 @@ class ModelInfo:
     reasoning: bool = False
     shutdown: dt.date | None = None
     known: bool = True
+    # Shown in the picker and /info; discovered models of a described provider are reachable by id only.
+    featured: bool = True
 
     @property
     def label(self) -> str:
@@ -111,25 +117,28 @@ class Registry:
         return ModelInfo(model_id, provider, CONSERVATIVE_WINDOW, CONSERVATIVE_OUTPUT,
                          encoding=FALLBACK_ENCODING, known=False)
 
-    def available(self) -> list[ModelInfo]:
+    def available(self, featured_only: bool = False) -> list[ModelInfo]:
         """Offered models, grouped by provider in catalog order."""
         order = {name: i for i, name in enumerate(self.providers)}
-        return sorted(self.models.values(), key=lambda m: (order.get(m.provider, 99), m.id))
+        models = [m for m in self.models.values() if m.featured or not featured_only]
+        return sorted(models, key=lambda m: (order.get(m.provider, 99), m.id))
 
     def add_discovered(self, provider: str, found: Iterable[tuple[str, int | None]]) -> int:
         """Add models a provider lists; a reported window overrides the catalog's, not the user's."""
         added = 0
         models = dict(self.models)  # swapped in whole: handlers iterate the old one meanwhile
+        described = any(m.provider == provider for m in models.values())
+        exact = self.providers[provider].exact_tokens
         for model_id, window in found:
             current = models.get(model_id)
             if current is None:
-                if window is None and self.providers[provider].name == "openai":
-                    continue  # OpenAI lists embeddings, audio, images...: offer only described models
+                if (exact and window is None) or any(word in model_id.lower() for word in NOT_CHAT):
+                    continue  # OpenAI lists embeddings, audio, images...: offer only chat models
                 models[model_id] = ModelInfo(
                     model_id, provider, window or CONSERVATIVE_WINDOW,
                     min(CONSERVATIVE_OUTPUT * 4, (window or CONSERVATIVE_WINDOW) // 4),
-                    encoding=encoding_name_for(model_id),
-                    exact_tokens=self.providers[provider].exact_tokens,
+                    encoding=encoding_name_for(model_id) if exact else FALLBACK_ENCODING,
+                    exact_tokens=exact, featured=not described,
                 )
                 added += 1
             elif window and current.provider == provider and model_id not in self.user_defined:
@@ -230,6 +239,7 @@ def _provider(name: str, spec: Mapping[str, Any], env: Mapping[str, Secret | str
         stream_options=bool(spec.get("stream_options", True)),
         discover=bool(spec.get("discover", False)),
         exact_tokens=bool(spec.get("tiktoken", False)),
+        context_probe=spec.get("context_probe"),
     )
 
 

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,6 +60,12 @@ def bot_env(tg: FakeTelegram, llm: FakeOpenAI, data_dir: Path, **overrides: str)
     }
     env.update(overrides)
     return {k: v for k, v in env.items() if v != ""}
+
+
+def buttons(message: dict[str, Any]) -> dict[str, str]:
+    """A fake-Telegram message's inline buttons: text -> callback data."""
+    rows = (message.get("reply_markup") or {}).get("inline_keyboard", [])
+    return {b["text"]: b["callback_data"] for row in rows for b in row}
 
 
 @dataclass
@@ -122,4 +129,4 @@ def harness(start_bot: Callable[..., Harness]) -> Harness:
     return start_bot()
 
 
-__all__ = ["ADMIN", "ALICE", "BOB", "STRANGER", "Harness", "Reply", "bot_env"]
+__all__ = ["ADMIN", "ALICE", "BOB", "STRANGER", "Harness", "Reply", "bot_env", "buttons"]

@@ -159,8 +159,12 @@ class FakeOpenAI(FakeServer):
         reject_max_tokens: bool = False,
         count_tokens: Callable[[list[dict[str, Any]]], int] = rough_tokens,
         default: Callable[[dict[str, Any]], Reply] = echo,
+        ollama_contexts: dict[str, int] | None = None,
     ) -> None:
-        """api_key=None accepts any bearer key; models=None serves one model and accepts any name."""
+        """api_key=None accepts any bearer key; models=None serves one model and accepts any name.
+
+        ollama_contexts also serves Ollama's POST /api/show, giving each model's context length.
+        """
         super().__init__(port)
         self.api_key = api_key
         self.strict_models = models is not None
@@ -170,6 +174,7 @@ class FakeOpenAI(FakeServer):
         self.reject_max_tokens = reject_max_tokens
         self.count_tokens = count_tokens
         self.default = default
+        self.ollama_contexts = ollama_contexts
         self.stats: dict[str, int] = {"requests": 0, "streams": 0, "errors": 0}
         self._requests: list[Request] = []
         self._replies: deque[Reply] = deque()
@@ -239,6 +244,12 @@ class FakeOpenAI(FakeServer):
                         request, 200, {"object": "model", "created": 0, "owned_by": "fake", **m}
                     )
             return self._fail(request, 404, _model_not_found(wanted))
+        if verb == "POST" and path == "/api/show" and self.ollama_contexts is not None:
+            name = (body or {}).get("model")
+            if name not in self.ollama_contexts:
+                return self._send_json(request, 404, {"error": f"model '{name}' not found"})
+            info = {"general.architecture": "llama", "llama.context_length": self.ollama_contexts[name]}
+            return self._send_json(request, 200, {"model_info": info, "details": {"family": "llama"}})
         if verb == "POST" and path == "/v1/chat/completions":
             if body is None or not isinstance(body, dict):
                 message = (
