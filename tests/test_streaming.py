@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import threading
 from collections.abc import Callable
 
 from render import utf16_len
@@ -180,15 +179,13 @@ def test_drafts_refused_fall_back_to_edits(harness: Harness) -> None:
     assert ALICE in harness.bot.app.no_drafts
 
 
-def test_concurrent_chats_do_not_share_sessions_under_load(harness: Harness) -> None:
+def test_concurrent_chats_do_not_share_sessions_under_load(start_bot: Callable[..., Harness]) -> None:
+    harness = start_bot(ALLOWED_USER_IDS="*")
     users = list(range(200, 220))
-    harness.bot.config.__dict__["allow_everyone"] = True  # frozen dataclass: tests only
-    done = threading.Event()
     harness.llm.default = lambda body: Reply(text=f"re: {body['messages'][-1]['content']}", delay=0.3)
     for user in users:
         harness.say(f"hello from {user}", user=user)
     harness.tg.wait_for(lambda: all(harness.tg.messages(u) for u in users), timeout=20)
-    done.set()
     for user in users:
         assert harness.tg.messages(user) == [f"re: hello from {user}"]
         assert [m.content for m in harness.session(user).messages] == [f"hello from {user}",
