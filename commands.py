@@ -383,15 +383,19 @@ def cmd_preset(app: App, inc: Incoming) -> None:
         app.reply(inc, f"There is no preset <code>{shown}</code>. Available: "
                        + ", ".join(f"<code>{html.escape(p)}</code>" for p in app.presets))
         return
-    app.reply(inc, _apply_preset(app, app.session(inc), preset))
+    app.reply(inc, _apply_preset(app, app.session(inc), preset, inc.language))
 
 
-def _apply_preset(app: App, session: Session, preset: Preset) -> str:
+def _apply_preset(app: App, session: Session, preset: Preset, language: str | None) -> str:
     note = ""
     if preset.model and preset.model in app.registry.models:
         session.model = preset.model
         note = f" Model: <code>{html.escape(preset.model)}</code>."
-    _set_prompt(app, session, preset.prompt, preset.name)
+    prompt = preset.prompt
+    if language and re.fullmatch(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})?", language):
+        # "Into the user's language" (translator, teacher) needs to know it.
+        prompt += f"\n\nThe user's Telegram app language code is {language}."
+    _set_prompt(app, session, prompt, preset.name)
     return (f"Preset <b>{html.escape(preset.title)}</b> is on: {html.escape(preset.description)}. "
             f"The conversation was cleared.{note}")
 
@@ -424,7 +428,7 @@ def handle_callback(app: App, inc: Incoming) -> None:
         confirmation = _switch_model(app, session, model)
         markup = _model_keyboard(app, session.model)
     elif kind == "preset" and (preset := app.presets.get(value)) is not None:
-        confirmation = _apply_preset(app, session, preset)
+        confirmation = _apply_preset(app, session, preset, inc.language)
         markup = _preset_keyboard(app, session.preset)
     else:
         app.sender.answer_callback(inc.callback_id, "This button is no longer valid.")
