@@ -12,6 +12,7 @@ import logging
 import re
 import threading
 import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -23,7 +24,7 @@ from config import VERSION, Config
 from llm import LLMClient
 from models import ModelInfo, Registry, UnknownModel
 from presets import Preset
-from router import BotIdentity, Incoming, StopGeneration
+from router import MEDIA_NAMES, BotIdentity, Incoming, StopGeneration
 from sender import Sender, TelegramError
 from sessions import Session, SessionStore
 from streaming import LiveReply, TypingTicker
@@ -32,7 +33,6 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[["App", Incoming], None]
 MAX_SYSTEM_PROMPT = 20_000
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u200b-\u200f\u2028-\u202e\ufeff]")
 
 
 @dataclass(frozen=True)
@@ -101,8 +101,8 @@ def handle(app: App, inc: Incoming) -> None:
             app.reply(inc, "I only read new messages: an edit does not change the conversation. "
                            "Send the corrected text as a new message.")
         else:
-            app.reply(inc, f"Sorry, I can only read text: {inc.text.replace('_', ' ')}s are not "
-                           "supported yet.")
+            name = MEDIA_NAMES.get(inc.text, "messages like this")
+            app.reply(inc, f"Sorry, I can only read text: {name} are not supported yet.")
     except TelegramError as exc:
         log.error("update %s: Telegram refused the reply: %s", inc.update_id, exc.description)
     except Exception:
@@ -492,7 +492,7 @@ def _approx(model: ModelInfo) -> str:
 
 
 def _clean_arg(text: str, keep_newlines: bool = False) -> str:
-    """An argument without control characters (they would break Telegram or the model)."""
-    if keep_newlines:
-        return "\n".join(_CONTROL.sub("", line).rstrip() for line in text.split("\n")).strip()
-    return _CONTROL.sub("", text).strip()
+    """An argument without control and invisible format characters (Unicode Cc and Cf)."""
+    kept = "\n\t" if keep_newlines else "\t"
+    visible = "".join(c for c in text if c in kept or unicodedata.category(c) not in ("Cc", "Cf"))
+    return "\n".join(line.rstrip() for line in visible.split("\n")).strip()

@@ -197,29 +197,34 @@ class LLMClient:
         )
 
     def _stream(self, client: openai.OpenAI, params: dict[str, Any],
-                on_delta: Callable[[str], None] | None, cancel: threading.Event | None) -> Completion:
+                 on_delta: Callable[[str], None] | None, cancel: threading.Event | None) -> Completion:
         result = Completion(text="")
         parts: list[str] = []
         stream = client.chat.completions.create(**params)
+        chunks = iter(_chunks(stream, result))
         try:
-            for chunk in _chunks(stream, result):
-                if cancel is not None and cancel.is_set():
-                    result.cancelled = True
+            while not (cancel is not None and cancel.is_set()):
+                try:
+                    chunk = next(chunks)
+                except StopIteration:
                     break
-                parts.append(chunk)
+                except Exception as exc:  # the SDK's errors, or raw transport errors of a broken stream
+                    if not parts:
+                        if isinstance(exc, openai.APIError):
+                            raise
+                        raise ProviderDown(f"stream broke off: {exc!r}") from exc
+                    # Keep what arrived: the user sees it, marked as incomplete.
+                    log.warning("stream broke off after %d chunks: %r", len(parts), exc)
+                    result.interrupted = True
+                    break
+                parts.append(_clean(chunk))
                 if on_delta is not None:
                     on_delta("".join(parts))
-        except Exception as exc:  # the SDK's errors, or raw transport errors from a broken stream
-            if not parts:
-                if isinstance(exc, openai.APIError):
-                    raise
-                raise ProviderDown(f"stream broke off: {exc!r}") from exc
-            # Keep what arrived: the user sees it, marked as incomplete.
-            log.warning("stream broke off after %d chunks: %r", len(parts), exc)
-            result.interrupted = True
+            else:
+                result.cancelled = True
         finally:
             stream.close()
-        result.text = _clean("".join(parts))
+        result.text = "".join(parts)
         return result
 
 

@@ -13,8 +13,15 @@ from dataclasses import dataclass
 from typing import Any
 
 _COMMAND = re.compile(r"^/([A-Za-z0-9_]{1,64})(?:@([A-Za-z0-9_]{1,64}))?(?:\s+|$)(.*)\Z", re.S)
-_MEDIA = ("sticker", "photo", "voice", "video", "video_note", "audio", "document", "animation",
-          "location", "contact", "poll", "dice", "venue", "game", "story")
+# Content the bot cannot read yet, by the field Telegram puts it in, named as the user would say it.
+# Anything else without text is a service message (pins, timers...): nothing to answer.
+MEDIA_NAMES = {
+    "sticker": "stickers", "photo": "photos", "voice": "voice messages", "video": "videos",
+    "video_note": "video messages", "audio": "audio files", "document": "documents",
+    "animation": "GIFs", "location": "locations", "contact": "contacts", "poll": "polls", "dice": "dice",
+    "venue": "venues", "game": "games", "story": "stories", "paid_media": "paid media",
+    "checklist": "checklists", "invoice": "invoices", "giveaway": "giveaways",
+}
 
 
 @dataclass(frozen=True)
@@ -104,23 +111,35 @@ def _message(update_id: int, message: dict[str, Any], me: BotIdentity, kind: str
         return None
     chat_id, private = where
     text = message.get("text")
+    if message.get("is_automatic_forward"):
+        return None  # a linked channel's post copied into its discussion group
     replied = message.get("reply_to_message") or {}
     to_us = private or (replied.get("from") or {}).get("id") == me.id
     base = dict(update_id=update_id, user_id=who[0], user_name=who[1], chat_id=chat_id, private=private,
                 message_id=message.get("message_id"), language=who[2])
     if not isinstance(text, str):
-        if not to_us:
+        media = next((m for m in MEDIA_NAMES if m in message), None)
+        if not to_us or media is None:
             return None
-        media = next((m for m in _MEDIA if m in message), "message")
         return Incoming(kind=kind or "media", text=media, **base)
+    text = _clean(text)
     if kind == "edited":
         return Incoming(kind="edited", text=text, **base) if to_us else None
     if match := _COMMAND.match(text):
         name, target, args = match.groups()
-        if target and target.lower() != me.username.lower():
-            return None  # /cmd@OtherBot
+        if target and not private and target.lower() != me.username.lower():
+            return None  # /cmd@OtherBot in a group; in private only we can read it
         return Incoming(kind="command", text=text, command=name.lower(), args=args.strip(), **base)
     mention = re.compile(rf"@{re.escape(me.username)}\b", re.I) if me.username else None
     if not private and mention is not None and mention.search(text):
         return Incoming(kind="text", text=mention.sub("", text).strip(), **base)
     return Incoming(kind="text", text=text, **base) if to_us else None
+
+
+def _clean(text: str) -> str:
+    """Text without lone surrogates (a faulty proxy's), which no encoder downstream accepts."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text

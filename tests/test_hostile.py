@@ -182,8 +182,6 @@ def test_unknown_and_addressed_commands(h: Harness) -> None:
     still_answers(h)
 
 
-@pytest.mark.xfail(reason="BUG: router._message drops /cmd@OtherBot even in a private chat: no reply",
-                   strict=True)
 def test_command_for_another_bot_in_private_chat_gets_an_answer(h: Harness) -> None:
     h.say("/help@other_bot")
     assert after_quiet(h)[:-1] != [], "the user got no answer at all"
@@ -223,8 +221,6 @@ def test_system_command_with_hostile_arguments(h: Harness) -> None:
     assert h.chat_requests()[-1]["messages"][0] == {"role": "system", "content": "Be brief."}
 
 
-@pytest.mark.xfail(reason="BUG: commands._CONTROL misses invisible format characters such as U+2060",
-                   strict=True)
 def test_system_prompt_of_only_invisible_characters_changes_nothing(h: Harness) -> None:
     h.ask("hello")
     before, prompt = history(h), h.session().system_prompt
@@ -262,8 +258,6 @@ def test_media_messages_get_a_clear_refusal(h: Harness) -> None:
     still_answers(h)
 
 
-@pytest.mark.xfail(reason="BUG: commands.handle words media kinds by adding 's': 'storys', 'dices', "
-                          "and 'messages' for unknown kinds", strict=True)
 def test_media_refusals_are_good_english(h: Harness) -> None:
     kinds: dict[str, Any] = {"story": {"chat": {"id": -100500, "type": "channel", "title": "News"}, "id": 7},
                              "dice": {"emoji": "🎲", "value": 4},
@@ -276,8 +270,6 @@ def test_media_refusals_are_good_english(h: Harness) -> None:
         assert not any(wrong in a for a in answers), (wrong, answers)
 
 
-@pytest.mark.xfail(reason="BUG: router._message treats service messages in a private chat as media and "
-                          "answers 'messages are not supported yet'", strict=True)
 def test_service_messages_in_a_private_chat_are_not_answered(h: Harness) -> None:
     h.tg.send_message(ALICE, message_auto_delete_timer_changed={"message_auto_delete_time": 86_400})
     h.tg.send_message(ALICE, write_access_allowed={"from_request": True})
@@ -438,9 +430,6 @@ def test_empty_and_whitespace_answers_are_reported_and_not_stored(h: Harness) ->
     still_answers(h)
 
 
-@pytest.mark.xfail(reason="BUG: a lone surrogate in a streamed delta makes the preview raise "
-                          "UnicodeEncodeError inside llm._stream, which takes it for a broken stream",
-                   strict=True)
 def test_answer_with_a_lone_surrogate_arrives_whole(h: Harness) -> None:
     h.llm.script(Reply(chunks=["Broken \ud800 char ", "and the rest ", "of the answer."]))
     answer = h.ask("break your encoding")

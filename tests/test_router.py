@@ -67,9 +67,14 @@ def test_command_addressed_to_us(group: bool) -> None:
     assert (result.kind, result.command, result.args, result.private) == ("command", "help", "", not group)
 
 
-@pytest.mark.parametrize("group", [False, True])
-def test_command_for_another_bot_is_ignored(group: bool) -> None:
-    assert parse_message("/help@OtherBot", group=group) is None
+def test_command_for_another_bot_is_ignored_in_groups() -> None:
+    assert parse_message("/help@OtherBot", group=True) is None
+
+
+def test_command_for_another_bot_in_private_is_ours() -> None:
+    # Nobody else reads a private chat with us: answer rather than stay silent.
+    result = parse_message("/help@OtherBot", group=False)
+    assert result is not None and (result.kind, result.command) == ("command", "help")
 
 
 def test_plain_command_in_a_group_is_ours() -> None:
@@ -132,9 +137,9 @@ def test_media_in_a_group_only_when_replying_to_us() -> None:
     assert result is not None and (result.kind, result.text) == ("media", "sticker")
 
 
-def test_unknown_message_kind_in_private() -> None:
-    result = parse_message(None, new_kind_of_thing={})
-    assert result is not None and (result.kind, result.text) == ("media", "message")
+def test_service_message_or_unknown_kind_in_private_is_ignored() -> None:
+    assert parse_message(None, new_kind_of_thing={}) is None
+    assert parse_message(None, pinned_message={"message_id": 1}) is None
 
 
 def test_edited_message() -> None:
