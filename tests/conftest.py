@@ -29,6 +29,15 @@ ADMIN = 1
 ALICE = 100
 BOB = 101
 STRANGER = 666
+GROUP = -1001
+# A model with a 400-token window, for the context warning and reset.
+TINY_MODELS = """
+[[models]]
+id = "tiny"
+provider = "openai"
+context_window = 400
+max_output = 50
+"""
 
 
 @pytest.fixture
@@ -124,9 +133,16 @@ def start_bot(tg: FakeTelegram, llm: FakeOpenAI, tmp_path: Path) -> Iterator[Cal
         bot.shutdown(grace=3)
 
 
+def tiny_bot(start_bot: Callable[..., Harness], tmp_path: Path, **env: str) -> Harness:
+    """A bot whose default model is the tiny one."""
+    models = tmp_path / "models.toml"
+    models.write_text(TINY_MODELS)
+    return start_bot(MODELS_FILE=str(models), DEFAULT_MODEL="tiny", **env)
+
+
 @pytest.fixture
 def harness(start_bot: Callable[..., Harness]) -> Harness:
     return start_bot()
 
 
-__all__ = ["ADMIN", "ALICE", "BOB", "STRANGER", "Harness", "Reply", "bot_env", "buttons"]
+__all__ = ["ADMIN", "ALICE", "BOB", "GROUP", "STRANGER", "Harness", "Reply", "bot_env", "buttons", "tiny_bot"]

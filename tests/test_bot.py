@@ -9,21 +9,7 @@ from pathlib import Path
 
 import tiktoken
 
-from tests.conftest import ADMIN, ALICE, BOB, ROOT, STRANGER, Harness, Reply, buttons
-
-TINY_MODELS = """
-[[models]]
-id = "tiny"
-provider = "openai"
-context_window = 400
-max_output = 50
-"""
-
-
-def tiny_bot(start_bot: Callable[..., Harness], tmp_path: Path, **env: str) -> Harness:
-    models = tmp_path / "models.toml"
-    models.write_text(TINY_MODELS)
-    return start_bot(MODELS_FILE=str(models), DEFAULT_MODEL="tiny", **env)
+from tests.conftest import ADMIN, ALICE, BOB, ROOT, STRANGER, Harness, Reply, buttons, tiny_bot
 
 
 def o200k(text: str) -> int:

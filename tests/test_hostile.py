@@ -18,17 +18,8 @@ import pytest
 from render import utf16_len
 from router import parse_update
 from sender import RateLimiter
-from tests.conftest import ADMIN, ALICE, BOB, STRANGER, Harness, Reply
+from tests.conftest import ADMIN, ALICE, BOB, GROUP, STRANGER, Harness, Reply, tiny_bot
 from tests.fakes.openai import echo
-
-GROUP = -1001
-TINY_MODELS = """
-[[models]]
-id = "tiny"
-provider = "openai"
-context_window = 400
-max_output = 50
-"""
 
 
 def unthrottle(h: Harness) -> Harness:
@@ -88,9 +79,7 @@ def test_200k_character_message_fits_the_default_model(h: Harness) -> None:
 
 def test_200k_character_message_is_refused_by_a_tiny_model(start_bot: Callable[..., Harness],
                                                           tmp_path: Path) -> None:
-    models = tmp_path / "models.toml"
-    models.write_text(TINY_MODELS)
-    h = unthrottle(start_bot(MODELS_FILE=str(models), DEFAULT_MODEL="tiny"))
+    h = unthrottle(tiny_bot(start_bot, tmp_path))
     assert h.ask("hi") == "echo: hi"
     answer = h.ask("x" * 200_000)
     assert "too long for tiny" in answer and "Nothing was sent" in answer

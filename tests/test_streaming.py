@@ -7,9 +7,7 @@ from collections.abc import Callable
 
 from render import utf16_len
 from sender import RateLimiter, Sender, TelegramError
-from tests.conftest import ALICE, BOB, Harness, Reply
-
-GROUP = -1001
+from tests.conftest import ALICE, BOB, GROUP, Harness, Reply
 
 
 def words(n: int) -> list[str]:
