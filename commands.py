@@ -164,7 +164,7 @@ def handle_chat(app: App, inc: Incoming) -> None:
             on_delta=on_delta, cancel=cancel)
     except llm.LLMError as exc:
         log.warning("update %s: model %s failed: %r", inc.update_id, model.id, exc)
-        live.finish("", prefix_html="\n\n".join([*notices, _llm_error(exc, model)]))
+        live.finish("", prefix_html="\n\n".join([*notices, _llm_error(app, exc, model)]))
         return
     finally:
         app.typing.stop(inc.chat_id)
@@ -173,33 +173,42 @@ def handle_chat(app: App, inc: Incoming) -> None:
             app.no_drafts.add(inc.chat_id)
 
     if outcome.too_large:
-        window = outcome.model.context_window
-        app.reply(inc, f"This message is too long for {html.escape(model.id)}: it is "
-                       f"{_approx(model)}{outcome.message_tokens:,} tokens, and the model's context window "
-                       f"is {window:,} tokens (with {model.reply_reserve(app.config.max_reply_tokens):,}"
-                       " kept "
-                       "for the answer). Nothing was sent; please shorten it.")
+        app.reply(inc, _too_large(app, model, outcome.message_tokens))
         return
     if outcome.reset:
         notices.append("<i>The conversation reached the model's context window, so I started a new one "
                        "(the system prompt is kept).</i>")
-    completion = outcome.completion
+    assert outcome.completion is not None
+    live.finish(outcome.completion.text, prefix_html="\n\n".join(notices),
+                suffix_html="\n\n".join(_after_answer(outcome, session)))
+
+
+def _too_large(app: App, model: ModelInfo, tokens: int) -> str:
+    reserve = model.reply_reserve(app.config.max_reply_tokens)
+    return (f"This message is too long for {html.escape(model.id)}: it is {_approx(model)}{tokens:,} tokens, "
+            f"and the model's context window is {model.context_window:,} tokens (with {reserve:,} kept for "
+            "the answer). Nothing was sent; please shorten it.")
+
+
+def _after_answer(outcome: chat.Outcome, session: Session) -> list[str]:
+    """Notes under an answer: how it ended, and the context warning."""
+    completion, model = outcome.completion, outcome.model
     assert completion is not None
-    suffix = []
+    notes = []
     if completion.cancelled:
-        suffix.append("<i>(stopped)</i>")
+        notes.append("<i>(stopped)</i>")
     elif completion.interrupted:
-        suffix.append("<i>(the connection to the model broke off: this answer is incomplete)</i>")
+        notes.append("<i>(the connection to the model broke off: this answer is incomplete)</i>")
     elif completion.finish_reason == "length":
-        suffix.append("<i>(the answer reached its length limit)</i>")
+        notes.append("<i>(the answer reached its length limit)</i>")
+    elif outcome.empty:
+        notes.append("<i>The model returned an empty answer. Try rephrasing?</i>")
     if outcome.warn:
-        share = session.prompt_tokens() / model.context_window
-        suffix.append(f"<i>Heads-up: this conversation uses {_approx(model)}{session.prompt_tokens():,} of "
-                      f"{model.context_window:,} tokens ({share:.0%}). It resets when full; /clear starts "
-                      "afresh now.</i>")
-    if outcome.empty:
-        suffix.append("<i>The model returned an empty answer. Try rephrasing?</i>")
-    live.finish(completion.text, prefix_html="\n\n".join(notices), suffix_html="\n\n".join(suffix))
+        used = session.prompt_tokens()
+        notes.append(f"<i>Heads-up: this conversation uses {_approx(model)}{used:,} of "
+                     f"{model.context_window:,} tokens ({used / model.context_window:.0%}). It resets when "
+                     "full; /clear starts afresh now.</i>")
+    return notes
 
 
 def _ensure_model(app: App, session: Session) -> str | None:
@@ -213,9 +222,10 @@ def _ensure_model(app: App, session: Session) -> str | None:
     return old
 
 
-def _llm_error(exc: llm.LLMError, model: ModelInfo) -> str:
+def _llm_error(app: App, exc: llm.LLMError, model: ModelInfo) -> str:
     name = html.escape(model.id)
-    provider = html.escape(app_provider_title(model))
+    known = app.registry.providers.get(model.provider)
+    provider = html.escape(known.title if known else model.provider)
     if isinstance(exc, llm.RateLimited):
         wait = f" in about {int(exc.retry_after)} s" if exc.retry_after else " in a minute"
         return f"{provider} is rate-limiting requests right now. Please try again{wait}."
@@ -231,10 +241,6 @@ def _llm_error(exc: llm.LLMError, model: ModelInfo) -> str:
     if isinstance(exc, llm.ProviderNotConfigured):
         return f"{name} needs a provider that is not configured here. Pick another model with /model."
     return f"{provider} refused the request for {name}. The details are in the bot's log."
-
-
-def app_provider_title(model: ModelInfo) -> str:
-    return model.provider.capitalize() if model.provider != "openai" else "OpenAI"
 
 
 # -- commands ---------------------------------------------------------------------------------------
