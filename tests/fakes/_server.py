@@ -45,12 +45,19 @@ class BaseHandler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        # Headers and body go out in separate writes: without this, delayed ACKs stall each reply ~40 ms.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sent = False
         with self.server.fake.conns_lock:
             if self.server.dead:  # accepted during go_down(): behave like a refused connection
                 _hard_close(self.connection)
             else:
                 self.server.conns.add(self.connection)
+
+    def handle(self) -> None:
+        # A client that stops reading mid-answer (the SDK after [DONE]) is not a server error.
+        with contextlib.suppress(ConnectionError):
+            super().handle()
 
     def finish(self) -> None:
         try:
