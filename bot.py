@@ -38,6 +38,7 @@ log = logging.getLogger("bot")
 HEARTBEAT = "heartbeat"
 HEARTBEAT_FRESH = 90.0  # seconds; a long poll returns at least every POLL_TIMEOUT
 SHUTDOWN_GRACE = 8.0
+MAX_BACKOFF = 5.0  # seconds between polls while Telegram is unreachable: short, so recovery is quick
 ALLOWED_UPDATES = ["message", "edited_message", "callback_query", "stopped_message_generation"]
 EXIT_CONFIG, EXIT_FATAL = 2, 1
 
@@ -116,7 +117,7 @@ class Bot:
             except (requests.RequestException, ApiException) as exc:
                 log.warning("Telegram unreachable (%s); retrying in %.0fs", exc.__class__.__name__, backoff)
             self.stop_event.wait(backoff)
-            backoff = min(backoff * 2, 60)
+            backoff = min(backoff * 2, MAX_BACKOFF)
         return None
 
     def _set_commands(self) -> None:
@@ -160,7 +161,7 @@ class Bot:
                 log.warning("getUpdates refused (%s %s); retrying in %.0fs", exc.error_code,
                             exc.description, wait)
                 self.stop_event.wait(wait)
-                backoff = min(backoff * 2, 15)
+                backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
             except (requests.RequestException, ApiException) as exc:
                 if self.stop_event.is_set():
@@ -168,7 +169,7 @@ class Bot:
                 self.poll_failures += 1
                 log.warning("Telegram unreachable (%s); retrying in %.0fs", exc.__class__.__name__, backoff)
                 self.stop_event.wait(backoff)
-                backoff = min(backoff * 2, 15)
+                backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
             if self.poll_failures:
                 log.info("Telegram reachable again after %d failed polls", self.poll_failures)

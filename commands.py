@@ -164,7 +164,7 @@ def handle_chat(app: App, inc: Incoming) -> None:
             on_delta=on_delta, cancel=cancel)
     except llm.LLMError as exc:
         log.warning("update %s: model %s failed: %r", inc.update_id, model.id, exc)
-        live.finish("", prefix_html="\n\n".join([*notices, _llm_error(app, exc, model)]))
+        live.finish("", "\n\n".join([_llm_error(app, exc, model), *notices]))
         return
     finally:
         app.typing.stop(inc.chat_id)
@@ -179,8 +179,8 @@ def handle_chat(app: App, inc: Incoming) -> None:
         notices.append("<i>The conversation reached the model's context window, so I started a new one "
                        "(the system prompt is kept).</i>")
     assert outcome.completion is not None
-    live.finish(outcome.completion.text, prefix_html="\n\n".join(notices),
-                suffix_html="\n\n".join(_after_answer(outcome, session)))
+    # Notes go after the answer: parts sent while it streamed stay as they are.
+    live.finish(outcome.completion.text, "\n\n".join([*_after_answer(outcome, session), *notices]))
 
 
 def _too_large(app: App, model: ModelInfo, tokens: int) -> str:

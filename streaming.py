@@ -67,7 +67,11 @@ class TypingTicker:
 
 
 class LiveReply:
-    """One answer in one chat: throttled previews, then the whole text."""
+    """One answer in one chat: throttled previews, then the whole text.
+
+    Parts of the answer that are complete (all but the one being written) are sent as messages as
+    soon as they are done; only the last part is previewed, as a draft or an edited message.
+    """
 
     def __init__(self, sender: Sender, chat_id: int, draft_id: int, *, reply_to: int | None,
                  use_drafts: bool, interval: float) -> None:
@@ -79,7 +83,8 @@ class LiveReply:
         self.interval = interval
         self.drafts_refused = False
         self._last_preview = 0.0
-        # Edit mode: the messages shown so far and the HTML each one holds.
+        self._shown = False
+        # The messages sent so far and the HTML each one holds.
         self._messages: list[tuple[int, str]] = []
 
     def update(self, markdown: str) -> None:
@@ -88,48 +93,55 @@ class LiveReply:
         if now - self._last_preview < self.interval or not markdown.strip():
             return
         limiter = self.sender.limiter
-        if limiter.wait_time(self.chat_id, spare=PREVIEW_SPARE * limiter.global_rate) > 0:
-            return  # keep the budget for final messages; the next delta tries again
+        # A chat that shows nothing yet goes first; refreshes leave budget for final messages.
+        spare = PREVIEW_SPARE * limiter.global_rate if self._shown else 0.0
+        if limiter.wait_time(self.chat_id, spare=spare) > 0:
+            return  # the next delta tries again
         self._last_preview = now
         parts = render.render(markdown)
         if not parts:
             return
         try:
-            if self.use_drafts and not self.drafts_refused:
-                try:
-                    self.sender.draft(self.chat_id, self.draft_id, parts[-1])
-                    return
-                except TelegramError as exc:
-                    if exc.code == 429:
-                        return
-                    log.info("drafts refused in chat %s (%s): editing a message instead",
-                             self.chat_id, exc.description)
-                    self.drafts_refused = True
-            self._show(parts, final=False)
+            for i, part in enumerate(parts[:-1]):
+                if i >= len(self._messages) - 1:  # new, or the live message that is now complete
+                    self._put(i, part)
+            self._preview(len(parts) - 1, parts[-1])
         except TelegramError as exc:
             # A preview that fails costs nothing: the final text is sent whole anyway.
             log.info("preview in chat %s failed: %s", self.chat_id, exc.description)
 
-    def finish(self, markdown: str, prefix_html: str = "", suffix_html: str = "") -> None:
-        """Deliver the whole answer (with notices around it), replacing any preview."""
-        html = "\n\n".join(p for p in (prefix_html, render.markdown_to_html(markdown), suffix_html) if p)
+    def finish(self, markdown: str, notes_html: str = "") -> None:
+        """Deliver the whole answer (notes after it), replacing any preview."""
+        html = "\n\n".join(p for p in (render.markdown_to_html(markdown), notes_html) if p)
         parts = render.split_html(html) or ["…"]
-        self._show(parts, final=True)
-
-    def _show(self, parts: list[str], final: bool) -> None:
-        """Make the chat's messages hold `parts`: edit those shown, send the rest."""
         for i, part in enumerate(parts):
-            if i < len(self._messages):
-                message_id, shown = self._messages[i]
-                if shown != part and (final or i == len(self._messages) - 1):
-                    self.sender.edit_part(self.chat_id, message_id, part, patience=None if final else 10)
-                    self._messages[i] = (message_id, part)
-                continue
-            if not final and i < len(parts) - 1:
-                continue  # only the part being written is previewed
-            sent = self.sender.send_part(self.chat_id, part, reply_to=self.reply_to if i == 0 else None)
-            if sent is not None:
-                self._messages.append((sent.message_id, part))
-        if final and len(self._messages) > len(parts):
-            for message_id, _ in self._messages[len(parts):]:
-                self.sender.edit_part(self.chat_id, message_id, "…")
+            self._put(i, part)
+        for i in range(len(parts), len(self._messages)):
+            self._put(i, "…")  # the final text came out shorter than a preview (rare)
+
+    def _preview(self, index: int, html: str) -> None:
+        if self.use_drafts and not self.drafts_refused:
+            try:
+                self.sender.draft(self.chat_id, self.draft_id, html)
+                self._shown = True
+                return
+            except TelegramError as exc:
+                if exc.code == 429:
+                    return
+                log.info("drafts refused in chat %s (%s): editing a message instead",
+                         self.chat_id, exc.description)
+                self.drafts_refused = True
+        self._put(index, html, patience=10)
+
+    def _put(self, index: int, html: str, patience: float | None = None) -> None:
+        """Make message `index` of this answer hold `html`: send it, or edit it if it differs."""
+        if index < len(self._messages):
+            message_id, shown = self._messages[index]
+            if shown != html:
+                self.sender.edit_part(self.chat_id, message_id, html, patience=patience)
+                self._messages[index] = (message_id, html)
+            return
+        sent = self.sender.send_part(self.chat_id, html, reply_to=self.reply_to if index == 0 else None)
+        if sent is not None:
+            self._messages.append((sent.message_id, html))
+            self._shown = True

@@ -188,3 +188,17 @@ def test_concurrent_chats_do_not_share_sessions_under_load(start_bot: Callable[.
         assert harness.tg.messages(user) == [f"re: hello from {user}"]
         assert [m.content for m in harness.session(user).messages] == [f"hello from {user}",
                                                                        f"re: hello from {user}"]
+
+
+def test_finished_parts_of_a_long_answer_are_sent_while_it_streams(harness: Harness) -> None:
+    paragraphs = [f"Paragraph {i}: " + "lorem ipsum dolor sit amet " * 20 for i in range(30)]
+    harness.llm.script(Reply(chunks=[p + "\n\n" for p in paragraphs], chunk_delay=0.1))
+    harness.say("a long one")
+    harness.tg.wait_for(lambda: "Paragraph 29" in "".join(harness.tg.messages(ALICE)), timeout=30)
+    harness.idle()
+    first_sent = harness.tg.calls_of("sendMessage")[0].time
+    # The first part became a message while later parts were still previewed as drafts.
+    assert any(d.time > first_sent for d in harness.tg.drafts(ALICE))
+    messages = harness.tg.messages(ALICE)
+    assert len(messages) >= 3 and all(utf16_len(m) <= 4096 for m in messages)
+    assert "\n\n".join(messages).split() == "".join(paragraphs).split()
