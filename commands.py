@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[["App", Incoming], None]
 MAX_SYSTEM_PROMPT = 20_000
+MAX_LISTED_SESSIONS = 30  # /sessions for an admin: the most recent, so the answer stays one message
 
 
 @dataclass(frozen=True)
@@ -412,10 +413,12 @@ def cmd_sessions(app: App, inc: Incoming) -> None:
     sessions = app.store.all() if admin else [app.session(inc)]
     sessions.sort(key=lambda s: s.last_active, reverse=True)
     lines = [f"<b>{'All sessions' if admin else 'Your session'}</b> ({len(sessions)})"]
-    for s in sessions:
+    for s in sessions[:MAX_LISTED_SESSIONS]:
         when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(s.last_active))
         lines.append(f"<code>{s.user_id}</code> {html.escape(s.name or '?')}: {html.escape(s.model)}, "
                      f"{len(s.messages)} messages, {s.prompt_tokens():,} tokens, last active {when} UTC")
+    if len(sessions) > MAX_LISTED_SESSIONS:
+        lines.append(f"…and {len(sessions) - MAX_LISTED_SESSIONS:,} less recent ones")
     app.reply(inc, "\n".join(lines))
 
 

@@ -11,6 +11,7 @@ from the first refusal, remembered, and the request is retried at once.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -87,7 +88,8 @@ class LLMClient:
         self._lock = threading.Lock()
         # Learnt quirks: providers refusing stream_options, models wanting max_completion_tokens.
         self._no_stream_options: set[str] = {n for n, p in providers.items() if not p.stream_options}
-        self._completion_tokens_param: set[str] = set()
+        # Model id -> the name its provider wants for the answer's length limit.
+        self._length_param: dict[str, str] = {}
         self._no_temperature: set[str] = set()
 
     def complete(self, request: Request, on_delta: Callable[[str], None] | None = None,
@@ -153,10 +155,8 @@ class LLMClient:
     def _params(self, request: Request) -> dict[str, Any]:
         model = request.model
         params: dict[str, Any] = {"model": model.id, "messages": request.messages}
-        if model.reasoning or model.id in self._completion_tokens_param:
-            params["max_completion_tokens"] = request.max_tokens
-        else:
-            params["max_tokens"] = request.max_tokens
+        default = "max_completion_tokens" if model.reasoning else "max_tokens"
+        params[self._length_param.get(model.id, default)] = request.max_tokens
         if request.temperature is not None and not model.reasoning and model.id not in self._no_temperature:
             params["temperature"] = request.temperature
         if request.stream:
@@ -175,10 +175,12 @@ class LLMClient:
             log.info("provider %s refuses stream_options: not sending it again", model.provider)
             self._no_stream_options.add(model.provider)
             return True
-        if "max_tokens" in params and "max_tokens" in text and "max_completion_tokens" in text:
-            log.info("model %s wants max_completion_tokens: switching", model.id)
-            self._completion_tokens_param.add(model.id)
-            return True
+        for used, other in (("max_tokens", "max_completion_tokens"), ("max_completion_tokens", "max_tokens")):
+            # OpenAI's reasoning models refuse max_tokens; some other providers max_completion_tokens.
+            if used in params and model.id not in self._length_param and re.search(rf"\b{used}\b", text):
+                log.info("model %s refuses %s: sending %s", model.id, used, other)
+                self._length_param[model.id] = other
+                return True
         if "temperature" in params and "temperature" in text:
             log.info("model %s takes only the default temperature", model.id)
             self._no_temperature.add(model.id)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.conftest import ALICE, Harness, buttons
-from tests.fakes.openai import FakeOpenAI
+from tests.fakes.openai import FakeOpenAI, Reply, echo
 
 
 @pytest.fixture
@@ -110,6 +111,34 @@ def test_model_refusing_max_tokens_gets_max_completion_tokens(multi: Harness,
     bodies = [r.body for r in fakes["reasoner"].chat_requests()]
     assert [("max_tokens" in b, b.get("max_completion_tokens")) for b in bodies] == [
         (True, None), (False, 2000), (False, 2000)]
+
+
+def test_provider_refusing_max_completion_tokens_gets_max_tokens(start_bot: Callable[..., Harness],
+                                                                 tmp_path: Path) -> None:
+    def strict(body: dict[str, Any]) -> Reply:
+        if "max_completion_tokens" in body:  # as Mistral answers an unknown field
+            return Reply(status=422, error={"message": "extra_forbidden: max_completion_tokens",
+                                            "type": "invalid_request_error", "param": None, "code": None})
+        return echo(body)
+
+    with FakeOpenAI(default=strict) as server:
+        models = tmp_path / "strict.toml"
+        models.write_text(f'''
+[providers.strict]
+base_url = "{server.url}"
+
+[[models]]
+id = "thinker"
+provider = "strict"
+context_window = 32000
+max_output = 1000
+reasoning = true
+''')
+        h = start_bot(MODELS_FILE=str(models), DEFAULT_MODEL="thinker")
+        assert h.ask("one") == "echo: one"
+        assert h.ask("two") == "echo: two"
+        sent = [sorted(k for k in r.body if k.startswith("max_")) for r in server.chat_requests()]
+        assert sent == [["max_completion_tokens"], ["max_tokens"], ["max_tokens"]]
 
 
 def test_discovered_context_windows_and_precedence(multi: Harness) -> None:
