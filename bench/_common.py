@@ -35,6 +35,7 @@ from config import load_config  # noqa: E402
 from tests.fakes._server import BaseHandler  # noqa: E402
 from tests.fakes.openai import FakeOpenAI, Reply  # noqa: E402
 from tests.fakes.telegram import FakeTelegram  # noqa: E402
+from tests.fakes.wiring import fake_env  # noqa: E402
 
 ABSENT_ENV = BENCH / "absent.env"  # never created: the bot must not read a developer's .env
 WARM_CHAT = 1  # every in-process bot answers one message here before it is measured
@@ -184,20 +185,14 @@ class BenchOpenAI(FakeOpenAI):
 
 def bench_env(tg: FakeTelegram, llm: FakeOpenAI, data_dir: Path, **overrides: str) -> dict[str, str]:
     """The environment of a bot pointed at the fakes, open to everyone, with production intervals."""
-    env = {
-        "TELEGRAM_BOT_TOKEN": tg.token,
-        "TELEGRAM_API_URL": tg.url,
-        "OPENAI_API_KEY": "sk-bench",
-        "OPENAI_BASE_URL": llm.url,
+    return fake_env(tg, llm, data_dir, **{
         "ALLOWED_USER_IDS": "*",
-        "DATA_DIR": str(data_dir),
         "SESSION_STORE": "memory",
         "POLL_TIMEOUT": "2",
         "REQUEST_TIMEOUT": "60",
         "LOG_LEVEL": "WARNING",
-    }
-    env.update(overrides)
-    return {k: v for k, v in env.items() if v != ""}
+        **overrides,
+    })
 
 
 class Rig:

@@ -24,6 +24,7 @@ from config import load_config  # noqa: E402
 from sessions import Session  # noqa: E402
 from tests.fakes.openai import FakeOpenAI, Reply  # noqa: E402
 from tests.fakes.telegram import FakeTelegram  # noqa: E402
+from tests.fakes.wiring import fake_env  # noqa: E402
 
 ADMIN = 1
 ALICE = 100
@@ -54,21 +55,15 @@ def llm() -> Iterator[FakeOpenAI]:
 
 def bot_env(tg: FakeTelegram, llm: FakeOpenAI, data_dir: Path, **overrides: str) -> dict[str, str]:
     """The environment of a bot pointed at the fakes; `overrides` may remove a key with ''."""
-    env = {
-        "TELEGRAM_BOT_TOKEN": tg.token,
-        "TELEGRAM_API_URL": tg.url,
-        "OPENAI_API_KEY": "sk-test",
-        "OPENAI_BASE_URL": llm.url,
+    return fake_env(tg, llm, data_dir, **{
         "ALLOWED_USER_IDS": f"{ALICE},{BOB}",
         "ADMIN_USER_IDS": str(ADMIN),
-        "DATA_DIR": str(data_dir),
         "POLL_TIMEOUT": "2",
         "DRAFT_INTERVAL": "0.3",
         "GROUP_EDIT_INTERVAL": "1",
         "REQUEST_TIMEOUT": "10",
-    }
-    env.update(overrides)
-    return {k: v for k, v in env.items() if v != ""}
+        **overrides,
+    })
 
 
 def buttons(message: dict[str, Any]) -> dict[str, str]:

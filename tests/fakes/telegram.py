@@ -530,14 +530,7 @@ class FakeTelegram(FakeServer):
         return copy.deepcopy(message.payload)
 
     def _delete_message(self, p: Params) -> bool:
-        chat_id = p.chat_id()
-        message_id = p.integer("message_id", "message identifier is not specified")
-        if message_id is None:
-            raise bad_request("message identifier is not specified")
-        message = self._messages.get(chat_id, {}).get(message_id)
-        if message is None or message.deleted:
-            raise bad_request("message to delete not found")
-        message.deleted = True
+        self._find_message(p, "message to delete not found").deleted = True
         return True
 
     def _send_message_draft(self, p: Params) -> bool:
@@ -648,15 +641,20 @@ class FakeTelegram(FakeServer):
     def _message_to_edit(self, p: Params) -> StoredMessage:
         if p.text("inline_message_id"):
             raise bad_request("MESSAGE_ID_INVALID")  # this fake has no inline mode
+        message = self._find_message(p, "message to edit not found")
+        if not message.from_bot:
+            raise bad_request("message can't be edited")
+        return message
+
+    def _find_message(self, p: Params, missing: str) -> StoredMessage:
+        """The (not deleted) message that chat_id and message_id name."""
         chat_id = p.chat_id()
         message_id = p.integer("message_id", "message identifier is not specified")
         if message_id is None:
             raise bad_request("message identifier is not specified")
         message = self._messages.get(chat_id, {}).get(message_id)
         if message is None or message.deleted:
-            raise bad_request("message to edit not found")
-        if not message.from_bot:
-            raise bad_request("message can't be edited")
+            raise bad_request(missing)
         return message
 
     def _reply_parameters(self, chat_id: int, p: Params) -> dict[str, Any] | None:
