@@ -80,6 +80,9 @@ class Bot:
             return  # stopped while Telegram was unreachable
         if not self.registry.default_model:
             self._discover()  # only local models: we need their list to have a default
+            if not self.registry.default_model:
+                raise ConfigError("DEFAULT_MODEL", "no model is described and the configured providers "
+                                                   "listed none (is the local server up?); set DEFAULT_MODEL")
         store = SessionStore(self.backend or MemoryBackend(), self._new_session)
         self.app = commands.App(self.config, self.registry, self.presets, store,
                                 self.llm, self.sender, TypingTicker(self.sender), me)
@@ -276,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     except FatalTelegramError as exc:
         log.critical("%s", exc)
         return EXIT_FATAL
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     while not bot.stop_event.wait(1.0):
         pass
     bot.shutdown()

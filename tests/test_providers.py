@@ -8,8 +8,11 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ALICE, Harness, buttons
+from bot import Bot
+from config import ConfigError, load_config
+from tests.conftest import ALICE, Harness, bot_env, buttons
 from tests.fakes.openai import FakeOpenAI, Reply, echo
+from tests.fakes.telegram import FakeTelegram
 
 
 @pytest.fixture
@@ -237,3 +240,13 @@ def test_session_on_removed_model_moves_to_default(harness: Harness) -> None:
     answer = harness.ask("still there?")
     assert "gpt-3.5-turbo is no longer available" in answer and "echo: still there?" in answer
     assert harness.session().model == "gpt-5.4-mini"
+
+
+def test_only_ollama_and_it_lists_nothing_stops_with_a_clear_error(tg: FakeTelegram, tmp_path: Path) -> None:
+    with FakeOpenAI(models=[]) as empty:
+        config = load_config(bot_env(tg, empty, tmp_path / "data", OPENAI_API_KEY="", OPENAI_BASE_URL="",
+                                     OLLAMA_BASE_URL=empty.url), tmp_path / "absent.env")
+        bot = Bot(config)
+        with pytest.raises(ConfigError, match="DEFAULT_MODEL"):
+            bot.start()
+        bot.shutdown(grace=0)
