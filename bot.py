@@ -148,6 +148,14 @@ class Bot:
 
     def poll(self) -> None:
         """Long-poll until stopped; outages back off and heal by themselves."""
+        while not self.stop_event.is_set():
+            try:
+                self._poll_loop()
+            except Exception:  # a bug must not end polling: log it, pause, go on
+                log.exception("polling loop failed; resuming in %.0fs", MAX_BACKOFF)
+                self.stop_event.wait(MAX_BACKOFF)
+
+    def _poll_loop(self) -> None:
         backoff = 1.0
         token = self.config.telegram_token.value
         while not self.stop_event.is_set():
