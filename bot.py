@@ -143,6 +143,7 @@ class Bot:
                 log.warning("could not list %s models: %r", name, exc)
         if not self.registry.default_model and self.registry.models:
             self.registry.default_model = self.registry.available()[0].id
+        self.registry.discovered.set()
 
     # -- polling -------------------------------------------------------------------------------
 

@@ -214,8 +214,11 @@ def _after_answer(outcome: chat.Outcome, session: Session) -> list[str]:
 
 def _ensure_model(app: App, session: Session) -> str | None:
     """Move a session off a model that is no longer offered; the old id when it moved."""
-    if session.model in app.registry.models or session.model == app.registry.default_model:
+    registry = app.registry
+    if session.model in registry.models or session.model == registry.default_model:
         return None
+    if not registry.discovered.is_set():
+        return None  # a provider's list may still bring it: keep the session's choice
     old = session.model
     session.model = app.registry.default_model
     app.store.save(session)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import threading
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -94,6 +95,8 @@ class Registry:
     default_model: str
     # Ids described by the user's MODELS_FILE: what providers report does not override them.
     user_defined: frozenset[str] = frozenset()
+    # Set once providers have been asked for their lists: until then an unknown id may still appear.
+    discovered: threading.Event = field(default_factory=threading.Event)
     _warned: set[str] = field(default_factory=set)
 
     def get(self, model_id: str) -> ModelInfo:

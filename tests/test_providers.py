@@ -236,10 +236,19 @@ def test_unknown_default_model_still_works(start_bot: Callable[..., Harness]) ->
 
 
 def test_session_on_removed_model_moves_to_default(harness: Harness) -> None:
+    assert harness.bot.registry.discovered.wait(10)
     harness.session().model = "gpt-3.5-turbo"  # shut down since the session was saved
     answer = harness.ask("still there?")
     assert "gpt-3.5-turbo is no longer available" in answer and "echo: still there?" in answer
     assert harness.session().model == "gpt-5.4-mini"
+
+
+def test_session_model_kept_until_providers_have_listed_theirs(harness: Harness) -> None:
+    assert harness.bot.registry.discovered.wait(10)
+    harness.bot.registry.discovered.clear()  # as just after a restart, before the lists arrive
+    harness.session().model = "llama-from-a-list"
+    assert harness.ask("hi") == "echo: hi"
+    assert harness.chat_requests()[-1]["model"] == "llama-from-a-list"
 
 
 def test_only_ollama_and_it_lists_nothing_stops_with_a_clear_error(tg: FakeTelegram, tmp_path: Path) -> None:
