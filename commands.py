@@ -269,7 +269,7 @@ def cmd_info(app: App, inc: Incoming) -> None:
     model = app.registry.resolve(session.model)
     used = session.prompt_tokens()
     lines = [
-        f"<b>LLM Telegram bot {VERSION}</b>",
+        f"<b>LLM Telegram bot {VERSION}</b> (up {_duration(time.time() - app.started)})",
         f"Model: <code>{html.escape(model.id)}</code> ({model.context_window:,}-token window)",
         "",
         "<b>This session</b>",
@@ -497,6 +497,12 @@ def _prompt_label(app: App, session: Session) -> str:
         return "default"
     preview = session.system_prompt[:80] + ("…" if len(session.system_prompt) > 80 else "")
     return f"custom: {html.escape(preview)}"
+
+
+def _duration(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    days, hours, minutes = minutes // 1440, minutes // 60 % 24, minutes % 60
+    return f"{days}d {hours}h" if days else f"{hours}h {minutes}m" if hours else f"{minutes}m"
 
 
 def _approx(model: ModelInfo) -> str:
