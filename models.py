@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from config import Config, ConfigError, Secret
-from tokens import FALLBACK_ENCODING, encoding_name_for
+from tokens import FALLBACK_ENCODING, known_encoding
 
 log = logging.getLogger(__name__)
 
@@ -131,17 +131,18 @@ class Registry:
         added = 0
         models = dict(self.models)  # swapped in whole: handlers iterate the old one meanwhile
         described = any(m.provider == provider for m in models.values())
-        exact = self.providers[provider].exact_tokens
+        openai_tokenizers = self.providers[provider].exact_tokens
         for model_id, window in found:
             current = models.get(model_id)
             if current is None:
-                if (exact and window is None) or any(word in model_id.lower() for word in NOT_CHAT):
+                if (openai_tokenizers and window is None) or any(w in model_id.lower() for w in NOT_CHAT):
                     continue  # OpenAI lists embeddings, audio, images...: offer only chat models
+                encoding = known_encoding(model_id) if openai_tokenizers else None
                 models[model_id] = ModelInfo(
                     model_id, provider, window or CONSERVATIVE_WINDOW,
                     min(CONSERVATIVE_OUTPUT * 4, (window or CONSERVATIVE_WINDOW) // 4),
-                    encoding=encoding_name_for(model_id) if exact else FALLBACK_ENCODING,
-                    exact_tokens=exact, featured=not described,
+                    encoding=encoding or FALLBACK_ENCODING, exact_tokens=encoding is not None,
+                    featured=not described,
                 )
                 added += 1
             elif window and current.provider == provider and model_id not in self.user_defined:
@@ -261,15 +262,17 @@ def _model(spec: Mapping[str, Any], providers: Mapping[str, Provider], label: st
     shutdown = spec.get("shutdown")
     if shutdown is not None and not isinstance(shutdown, dt.date):
         raise ConfigError(label, f"{where}: shutdown must be a TOML date like 2027-01-14")
-    exact = providers[provider].exact_tokens
+    # Exact only where the provider uses OpenAI's tokenizers and tiktoken knows the model (or is told).
+    openai_tokenizers = providers[provider].exact_tokens
+    encoding = spec.get("encoding") or (known_encoding(model_id) if openai_tokenizers else None)
     return ModelInfo(
         id=model_id,
         provider=provider,
         context_window=window,
         max_output=output,
         title=str(spec.get("title", "")),
-        encoding=str(spec.get("encoding") or (encoding_name_for(model_id) if exact else FALLBACK_ENCODING)),
-        exact_tokens=exact,
+        encoding=str(encoding or FALLBACK_ENCODING),
+        exact_tokens=encoding is not None,
         reasoning=bool(spec.get("reasoning", False)),
         shutdown=shutdown,
     )

@@ -74,9 +74,9 @@ def counter_for(encoding_name: str, exact: bool = True) -> Counter:
     return Counter(encoding_name, exact, encoding)
 
 
-def encoding_name_for(model_id: str) -> str:
-    """tiktoken's encoding for an OpenAI model id, else the fallback encoding."""
+def known_encoding(model_id: str) -> str | None:
+    """tiktoken's encoding for an OpenAI model id; None for ids tiktoken does not know."""
     try:
         return tiktoken.encoding_name_for_model(model_id)
     except KeyError:
-        return FALLBACK_ENCODING
+        return None

@@ -229,3 +229,9 @@ def test_every_offered_builtin_model_has_an_enabled_provider() -> None:
     assert len(reg.models) > 20
     for model in reg.available():
         assert reg.providers[model.provider].enabled, model.id
+
+
+def test_openai_model_unknown_to_tiktoken_counts_as_estimate() -> None:
+    reg = registry("OPENAI_API_KEY")
+    assert reg.get("gpt-6-luna").exact_tokens is False
+    assert reg.get("gpt-5.4").exact_tokens is True
