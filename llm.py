@@ -11,6 +11,7 @@ from the first refusal, remembered, and the request is retried at once.
 from __future__ import annotations
 
 import logging
+import queue
 import re
 import threading
 from collections.abc import Callable, Iterable
@@ -22,6 +23,8 @@ import openai
 from models import ModelInfo, Provider
 
 log = logging.getLogger(__name__)
+
+CANCEL_POLL = 0.2  # seconds: how soon a stop is noticed while the model is silent
 
 
 class LLMError(Exception):
@@ -203,23 +206,28 @@ class LLMClient:
         result = Completion(text="")
         parts: list[str] = []
         stream = client.chat.completions.create(**params)
-        chunks = iter(_chunks(stream, result))
+        # A reader thread feeds a queue, so that a stop is seen at once even while the model is
+        # silent (a sync stream cannot be interrupted from another thread).
+        pieces: queue.Queue[str | BaseException | None] = queue.Queue()
+        threading.Thread(target=_pump, args=(stream, result, pieces), name="llm-stream", daemon=True).start()
         try:
             while not (cancel is not None and cancel.is_set()):
                 try:
-                    chunk = next(chunks)
-                except StopIteration:
+                    piece = pieces.get(timeout=CANCEL_POLL)
+                except queue.Empty:
+                    continue
+                if piece is None:
                     break
-                except Exception as exc:  # the SDK's errors, or raw transport errors of a broken stream
+                if isinstance(piece, BaseException):
                     if not parts:
-                        if isinstance(exc, openai.APIError):
-                            raise
-                        raise ProviderDown(f"stream broke off: {exc!r}") from exc
+                        if isinstance(piece, openai.APIError):
+                            raise piece
+                        raise ProviderDown(f"stream broke off: {piece!r}") from piece
                     # Keep what arrived: the user sees it, marked as incomplete.
-                    log.warning("stream broke off after %d chunks: %r", len(parts), exc)
+                    log.warning("stream broke off after %d chunks: %r", len(parts), piece)
                     result.interrupted = True
                     break
-                parts.append(_clean(chunk))
+                parts.append(_clean(piece))
                 if on_delta is not None:
                     on_delta("".join(parts))
             else:
@@ -228,6 +236,17 @@ class LLMClient:
             stream.close()
         result.text = "".join(parts)
         return result
+
+
+def _pump(stream: Iterable[Any], result: Completion, pieces: queue.Queue[str | BaseException | None]) -> None:
+    """Put a stream's text deltas on `pieces`, then None, or the error that ended it."""
+    try:
+        for piece in _chunks(stream, result):
+            pieces.put(piece)
+    except Exception as exc:  # the SDK's errors, or raw transport errors of a broken stream
+        pieces.put(exc)
+    else:
+        pieces.put(None)
 
 
 def _positive(value: object) -> int | None:

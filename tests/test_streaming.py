@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable
 
 from render import utf16_len
@@ -202,3 +203,15 @@ def test_finished_parts_of_a_long_answer_are_sent_while_it_streams(harness: Harn
     messages = harness.tg.messages(ALICE)
     assert len(messages) >= 3 and all(utf16_len(m) <= 4096 for m in messages)
     assert "\n\n".join(messages).split() == "".join(paragraphs).split()
+
+
+def test_stop_while_the_model_is_silent_ends_at_once(harness: Harness) -> None:
+    harness.llm.script(Reply(chunks=["Let me think. ", "Done thinking."], chunk_delay=20))
+    harness.say("hard question")
+    harness.tg.wait_for(lambda: harness.tg.drafts(ALICE), timeout=5)
+    pressed = time.monotonic()
+    harness.tg.stop_generation(ALICE, harness.tg.drafts(ALICE)[-1].draft_id)
+    [answer] = harness.replies(ALICE, 1, timeout=5)
+    assert time.monotonic() - pressed < 3  # not at the model's next chunk, 20 s later
+    assert answer == "Let me think.\n\n(stopped)"
+    assert harness.session().messages[-1].content == "Let me think. "
