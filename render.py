@@ -243,13 +243,13 @@ def _fit(text: str, start: int, budget: int) -> int:
 
 
 class _Splitter:
-    """Greedy splitter; with markup=True it is tag- and entity-aware."""
+    """Greedy splitter, aware of tags and entities."""
 
-    def __init__(self, text: str, limit: int, markup: bool) -> None:
-        self.text, self.limit, self.markup = text, limit, markup
+    def __init__(self, text: str, limit: int) -> None:
+        self.text, self.limit = text, limit
         self.tags = [
             _Tag(m.start(), m.end(), m.group(1) == "/", m.group(2).lower(), m.group(0))
-            for m in (_TAG_RE.finditer(text) if markup else ())
+            for m in _TAG_RE.finditer(text)
         ]
         self.tag_starts = [t.start for t in self.tags]
 
@@ -273,11 +273,11 @@ class _Splitter:
         lo = start + (end - start) // 2  # a boundary must keep at least half the window
         for group in _BOUNDARIES:
             pos, sep, keep = max((self.text.rfind(sep, lo, end), sep, keep) for sep, keep in group)
-            if pos > start and not (self.markup and self._tag_at(pos)):
+            if pos > start and not self._tag_at(pos):
                 cut, nxt = pos + keep, pos + len(sep)
                 break
         else:
-            cut = nxt = self._hard_cut(start, end) if self.markup else end
+            cut = nxt = self._hard_cut(start, end)
         # Don't end a part with a just-opened tag (it would close empty); move it to the next part.
         j = bisect_left(self.tag_starts, cut) - 1
         while j >= 0 and self.tags[j].end == cut and not self.tags[j].closing and self.tags[j].start > start:
@@ -317,11 +317,10 @@ class _Splitter:
             if cut <= start:
                 if self.tags:  # formatting overhead alone exceeds the limit: drop the markup
                     rest = _TAG_RE.sub("", text[start:])
-                    return parts + _Splitter(rest, self.limit, self.markup).split()
+                    return parts + _Splitter(rest, self.limit).split()
                 cut = nxt = start + 1  # only reachable with absurdly small limits
             body = text[start:cut].strip("\n")
-            visible = html_to_text(body) if self.markup else body
-            if visible.strip():
+            if html_to_text(body).strip():
                 parts.append(prefix + body + closers)
             stack, ti, start = new_stack, new_ti, nxt
         return parts
@@ -333,12 +332,7 @@ def split_html(html: str, limit: int = TELEGRAM_LIMIT) -> list[str]:
     Cuts prefer paragraph, line, sentence, then word boundaries; tags open at a cut are
     closed at the end of the part and reopened (same attributes) at the next one.
     """
-    return _Splitter(html, limit, markup=True).split()
-
-
-def split_plain(text: str, limit: int = TELEGRAM_LIMIT) -> list[str]:
-    """Split plain text into parts of at most `limit` UTF-16 units at natural boundaries."""
-    return _Splitter(text, limit, markup=False).split()
+    return _Splitter(html, limit).split()
 
 
 def render(markdown: str, limit: int = TELEGRAM_LIMIT) -> list[str]:

@@ -76,15 +76,6 @@ class RateLimiter:
                  (1 + spare - self._global.tokens) / self.global_rate]
         return max(0.0, *waits)
 
-    def try_acquire(self, chat_id: int) -> bool:
-        with self._lock:
-            now = time.monotonic()
-            if self._wait(chat_id, now) > 0:
-                return False
-            self._chats[chat_id].tokens -= 1
-            self._global.tokens -= 1
-            return True
-
     def acquire(self, chat_id: int, deadline: float | None = None) -> bool:
         while True:
             with self._lock:
@@ -169,10 +160,6 @@ class Sender:
             sent.append(self.send_part(chat_id, part, reply_to=reply_to if i == 0 else None,
                                        markup=markup if last else None))
         return [m for m in sent if m is not None]
-
-    def send_markdown(self, chat_id: int, markdown: str, reply_to: int | None = None,
-                      markup: types.InlineKeyboardMarkup | None = None) -> list[types.Message]:
-        return self.send_html(chat_id, render.markdown_to_html(markdown), reply_to, markup)
 
     def send_part(self, chat_id: int, html: str, reply_to: int | None = None,
                   markup: types.InlineKeyboardMarkup | None = None) -> types.Message | None:

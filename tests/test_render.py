@@ -15,7 +15,6 @@ from render import (
     markdown_to_html,
     render,
     split_html,
-    split_plain,
     utf16_len,
 )
 
@@ -308,18 +307,6 @@ def test_non_bmp_around_limit(char: str) -> None:
             assert joined == squash(html_to_text(markdown_to_html(markdown)))
 
 
-def test_split_plain() -> None:
-    assert split_plain("") == []
-    assert split_plain("  \n\n ") == []
-    assert split_plain("short") == ["short"]
-    assert split_plain("para one.\n\npara two", 12) == ["para one.", "para two"]
-    assert split_plain("a <b> & c d", 8) == ["a <b> &", "c d"]
-    text = "😀" * 3000
-    parts = split_plain(text, 4096)
-    assert [utf16_len(p) for p in parts] == [4096, 1904]
-    assert "".join(parts) == text
-
-
 def test_huge_href_does_not_break_splitting() -> None:
     url = "https://example.com/" + "a" * 300
     html = f'<a href="{url}">' + "link text " * 40 + "</a>"
@@ -354,9 +341,6 @@ def test_random_markdown_properties(seed: int) -> None:
             assert_parts_ok(parts, limit)
             assert squash("".join(map(html_to_text, parts))) == squash(html_to_text(html))
         assert render(markdown) == split_html(html)
-        plain = html_to_text(html)
-        for part in split_plain(plain, 40):
-            assert utf16_len(part) <= 40 and part.strip()
 
 
 def test_large_answer_is_fast() -> None:
