@@ -92,12 +92,7 @@ class Config:
 
 def load_config(environ: Mapping[str, str] | None = None, dotenv_path: str | Path = ".env") -> Config:
     """Build the Config from `environ` (default: the process environment) and `.env`."""
-    base = dict(os.environ) if environ is None else dict(environ)
-    file_values = {k: v for k, v in dotenv_values(dotenv_path).items() if v is not None}
-    # The environment wins over .env for a secret as a whole, whichever of NAME / NAME_FILE it sets.
-    for name in base:
-        file_values.pop(name.removesuffix("_FILE") if name.endswith("_FILE") else f"{name}_FILE", None)
-    env = {**file_values, **base}
+    env = _environment(environ, dotenv_path)
     r = _Reader(env)
 
     provider_env: dict[str, Secret | str] = {}
@@ -145,8 +140,17 @@ def load_config(environ: Mapping[str, str] | None = None, dotenv_path: str | Pat
 
 def data_dir_from_env(environ: Mapping[str, str] | None = None, dotenv_path: str | Path = ".env") -> Path:
     """DATA_DIR alone, for the health check, which must work without secrets."""
-    env = {**dotenv_values(dotenv_path), **(dict(os.environ) if environ is None else dict(environ))}
-    return Path(env.get("DATA_DIR") or "data").expanduser()
+    return Path(_environment(environ, dotenv_path).get("DATA_DIR") or "data").expanduser()
+
+
+def _environment(environ: Mapping[str, str] | None, dotenv_path: str | Path) -> dict[str, str]:
+    """The process environment (or `environ`) over the values of the .env file."""
+    base = dict(os.environ) if environ is None else dict(environ)
+    file_values = {k: v for k, v in dotenv_values(dotenv_path).items() if v is not None}
+    # The environment wins over .env for a secret as a whole, whichever of NAME / NAME_FILE it sets.
+    for name in base:
+        file_values.pop(name.removesuffix("_FILE") if name.endswith("_FILE") else f"{name}_FILE", None)
+    return {**file_values, **base}
 
 
 def _if_exists(name: str) -> Path | None:
