@@ -108,7 +108,7 @@ class LLMClient:
             except openai.APIStatusError as exc:
                 if not self._learn(request, params, exc):
                     raise _translate(exc) from exc
-            except openai.APIConnectionError as exc:
+            except openai.APIError as exc:  # connection errors, and errors sent inside a stream
                 raise _translate(exc) from exc
         raise BadRequest("the provider refused every variant of the request")
 
