@@ -263,5 +263,5 @@ def setup_logging(config: Config) -> None:
     root.handlers[:] = [handler]
     root.setLevel(config.log_level)
     # Keep library chatter (request URLs carry the token) out of INFO logs.
-    for noisy in ("urllib3", "httpx", "httpcore", "openai", "TeleBot"):
+    for noisy in ("urllib3", "httpx", "httpx2", "httpcore", "httpcore2", "openai", "TeleBot"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
