@@ -215,3 +215,13 @@ def test_stop_while_the_model_is_silent_ends_at_once(harness: Harness) -> None:
     assert time.monotonic() - pressed < 3  # not at the model's next chunk, 20 s later
     assert answer == "Let me think.\n\n(stopped)"
     assert harness.session().messages[-1].content == "Let me think. "
+
+
+def test_error_event_inside_a_stream(harness: Harness) -> None:
+    harness.llm.script(Reply(chunks=["never ", "shown"], error_after=0),
+                       Reply(chunks=["partial ", "answer ", "lost"], error_after=2))
+    assert "not answering right now" in harness.ask("one")
+    assert harness.session().messages == []
+    answer = harness.ask("two")
+    assert answer.startswith("partial answer") and "incomplete" in answer and "lost" not in answer
+    assert [m.content for m in harness.session().messages] == ["two", "partial answer "]

@@ -55,6 +55,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     hang: bool = False  # never answer (until the client gives up or the server stops)
     cut_after: int | None = None  # streaming: close the connection after N content chunks, no [DONE]
+    error_after: int | None = None  # streaming: an error event after N content chunks, then the end
     finish_reason: str = "stop"
     usage: dict[str, Any] | None = None  # default: estimated from the request and the text
 
@@ -412,6 +413,13 @@ class FakeOpenAI(FakeServer):
         for i, piece in enumerate(pieces):
             if reply.cut_after is not None and i >= reply.cut_after:
                 raise Abort  # connection closed mid-body: no terminating chunk, no [DONE]
+            if reply.error_after is not None and i >= reply.error_after:
+                # What OpenAI sends when a stream fails after it started: an error object, then the end.
+                error = {"message": "The server had an error while processing your request.",
+                         "type": "server_error", "param": None, "code": None}
+                request.write_chunk(b"data: " + json.dumps({"error": error}).encode() + b"\n\n")
+                request.end_chunked()
+                return
             if i and reply.chunk_delay and not self._sleep(reply.chunk_delay, epoch):
                 raise Abort
             event({"content": piece})
