@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ if _CACHE.is_dir() and "TIKTOKEN_CACHE_DIR" not in os.environ:
 from bot import Bot  # noqa: E402
 from config import load_config  # noqa: E402
 from sessions import Session  # noqa: E402
+from storage import SqliteBackend  # noqa: E402
 from tests.fakes.openai import FakeOpenAI, Reply  # noqa: E402
 from tests.fakes.telegram import FakeTelegram  # noqa: E402
 from tests.fakes.wiring import fake_env  # noqa: E402
@@ -128,6 +130,39 @@ def start_bot(tg: FakeTelegram, llm: FakeOpenAI, tmp_path: Path) -> Iterator[Cal
         bot.shutdown(grace=3)
 
 
+class FailingConnection:
+    """Wraps the backend's connection; statements starting with `fail_on` raise a disk error."""
+
+    def __init__(self, db: sqlite3.Connection, fail_on: str) -> None:
+        self.db, self.fail_on, self.failures = db, fail_on, 0
+
+    def _check(self, sql: str) -> None:
+        if sql.lstrip().upper().startswith(self.fail_on):
+            self.failures += 1
+            raise sqlite3.OperationalError("disk I/O error")
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        self._check(sql)
+        return self.db.execute(sql, *args)
+
+    def executemany(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        self._check(sql)
+        return self.db.executemany(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.db, name)
+
+
+def break_connection(backend: SqliteBackend, fail_on: str) -> FailingConnection:
+    failing = FailingConnection(backend._db, fail_on)
+    backend._db = failing  # type: ignore[assignment]
+    return failing
+
+
+def repair_connection(backend: SqliteBackend, failing: FailingConnection) -> None:
+    backend._db = failing.db
+
+
 def tiny_bot(start_bot: Callable[..., Harness], tmp_path: Path, **env: str) -> Harness:
     """A bot whose default model is the tiny one."""
     models = tmp_path / "models.toml"
@@ -140,4 +175,5 @@ def harness(start_bot: Callable[..., Harness]) -> Harness:
     return start_bot()
 
 
-__all__ = ["ADMIN", "ALICE", "BOB", "GROUP", "STRANGER", "Harness", "Reply", "bot_env", "buttons", "tiny_bot"]
+__all__ = ["ADMIN", "ALICE", "BOB", "GROUP", "STRANGER", "Harness", "Reply", "bot_env",
+           "break_connection", "buttons", "repair_connection", "tiny_bot"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ALICE, ROOT, Harness, Reply, bot_env
+from tests.conftest import ALICE, ROOT, Harness, Reply, bot_env, break_connection, repair_connection
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.telegram import FakeTelegram
 
@@ -164,34 +163,14 @@ def test_healthcheck_follows_the_heartbeat(spawn: Callable[..., BotProcess], tg:
     assert healthcheck(data) == 1
 
 
-class _FailingDb:
-    """A connection whose writes fail, as on a full or read-only disk."""
-
-    def __init__(self, real: sqlite3.Connection) -> None:
-        self.real = real
-        self.failing = True
-
-    def execute(self, sql: str, *args: object) -> object:
-        if self.failing and not sql.startswith(("SELECT", "ROLLBACK")):
-            raise sqlite3.OperationalError("database or disk is full")
-        return self.real.execute(sql, *args)
-
-    def executemany(self, sql: str, *args: object) -> object:
-        return self.execute(sql) if self.failing else self.real.executemany(sql, *args)
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self.real, name)
-
-
 def test_full_disk_is_logged_and_chat_goes_on(start_bot: Callable[..., Harness],
                                               caplog: pytest.LogCaptureFixture) -> None:
     h = start_bot()
     assert h.bot.backend is not None
-    failing = _FailingDb(h.bot.backend._db)
-    h.bot.backend._db = failing  # type: ignore[assignment]
+    failing = break_connection(h.bot.backend, "INSERT")  # every write of a row fails, as on a full disk
     assert h.ask("still there?") == "echo: still there?"
-    assert "STORAGE FAILURE" in caplog.text
-    failing.failing = False
+    assert "STORAGE FAILURE" in caplog.text and failing.failures >= 1
+    repair_connection(h.bot.backend, failing)
     assert h.ask("disk is back") == "echo: disk is back"
     h.bot.shutdown(grace=1)
     restored = {s.user_id: s for s in type(h.bot.backend)(h.data_dir / "sessions.sqlite3").load_sessions()}

@@ -13,6 +13,7 @@ import pytest
 import storage
 from sessions import Session, Usage
 from storage import SqliteBackend
+from tests.conftest import break_connection, repair_connection
 
 
 @pytest.fixture
@@ -63,39 +64,6 @@ def tamper_first_message(path: Path, user_id: int) -> None:
 
 def contents(path: Path, user_id: int) -> list[str]:
     return [c for (c,) in query(path, "SELECT content FROM messages WHERE user_id = ? ORDER BY seq", user_id)]
-
-
-class FailingConnection:
-    """Wraps the backend's connection; statements starting with `fail_on` raise a disk error."""
-
-    def __init__(self, db: sqlite3.Connection, fail_on: str) -> None:
-        self.db, self.fail_on, self.failures = db, fail_on, 0
-
-    def _check(self, sql: str) -> None:
-        if sql.lstrip().upper().startswith(self.fail_on):
-            self.failures += 1
-            raise sqlite3.OperationalError("disk I/O error")
-
-    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
-        self._check(sql)
-        return self.db.execute(sql, *args)
-
-    def executemany(self, sql: str, *args: Any) -> sqlite3.Cursor:
-        self._check(sql)
-        return self.db.executemany(sql, *args)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.db, name)
-
-
-def break_connection(backend: SqliteBackend, fail_on: str) -> FailingConnection:
-    failing = FailingConnection(backend._db, fail_on)
-    backend._db = failing  # type: ignore[assignment]
-    return failing
-
-
-def repair_connection(backend: SqliteBackend, failing: FailingConnection) -> None:
-    backend._db = failing.db
 
 
 # --- sessions ------------------------------------------------------------------------------------
