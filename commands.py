@@ -153,9 +153,9 @@ def handle_chat(app: App, inc: Incoming) -> None:
     app.active[key] = cancel
     app.typing.start(inc.chat_id)
 
-    def on_delta(text_so_far: str) -> None:
+    def on_delta(piece: str) -> None:
         app.typing.stop(inc.chat_id)
-        live.update(text_so_far)
+        live.add(piece)
 
     try:
         outcome = chat.run_turn(

@@ -2,7 +2,7 @@
 
 Every provider is reached through the openai SDK with its own base URL. The
 client holds no conversation state: it takes the messages of one request and
-returns the answer, calling `on_delta` with the text so far while streaming.
+returns the answer, calling `on_delta` with each piece of text while streaming.
 Failures come out as the typed errors below. Known provider quirks (no
 `stream_options`, `max_completion_tokens` instead of `max_tokens`) are learnt
 from the first refusal, remembered, and the request is retried at once.
@@ -97,7 +97,7 @@ class LLMClient:
 
     def complete(self, request: Request, on_delta: Callable[[str], None] | None = None,
                  cancel: threading.Event | None = None) -> Completion:
-        """Run one chat request; streams when `request.stream`, calling `on_delta(text_so_far)`."""
+        """Run one chat request; streams when `request.stream`, calling `on_delta(piece)` per piece."""
         client = self._client(request.model.provider)
         for _attempt in range(4):  # each retry removes one learnt quirk
             params = self._params(request)
@@ -229,7 +229,7 @@ class LLMClient:
                     break
                 parts.append(_clean(piece))
                 if on_delta is not None:
-                    on_delta("".join(parts))
+                    on_delta(parts[-1])
             else:
                 result.cancelled = True
         finally:

@@ -84,23 +84,25 @@ class LiveReply:
         self.drafts_refused = False
         self._last_preview = 0.0
         self._shown = False
+        self._pieces: list[str] = []  # the answer so far, joined only when a preview is due
         # The messages sent so far and the HTML each one holds.
         self._messages: list[tuple[int, str]] = []
 
-    def update(self, markdown: str) -> None:
-        """Preview the answer so far, unless it is too soon or the chat's budget is spent."""
+    def add(self, piece: str) -> None:
+        """Take the next piece of the answer; preview the answer so far when a preview is due."""
+        self._pieces.append(piece)
         now = time.monotonic()
-        if now - self._last_preview < self.interval or not markdown.strip():
+        if now - self._last_preview < self.interval:
             return
         limiter = self.sender.limiter
         # A chat that shows nothing yet goes first; refreshes leave budget for final messages.
         spare = PREVIEW_SPARE * limiter.global_rate if self._shown else 0.0
         if limiter.wait_time(self.chat_id, spare=spare) > 0:
-            return  # the next delta tries again
-        self._last_preview = now
-        parts = render.render(markdown)
+            return  # the next piece tries again
+        parts = render.render("".join(self._pieces))
         if not parts:
-            return
+            return  # only white space so far: the first text that shows will go at once
+        self._last_preview = now
         try:
             for i, part in enumerate(parts[:-1]):
                 if i >= len(self._messages) - 1:  # new, or the live message that is now complete
