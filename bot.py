@@ -12,7 +12,6 @@ import signal
 import sys
 import threading
 import time
-from collections import deque
 from typing import Any
 
 import requests
@@ -65,7 +64,6 @@ class Bot:
         self.dispatcher = Dispatcher(config.workers)
         self.heartbeat = config.data_dir / HEARTBEAT
         self.poll_failures = 0  # consecutive failed getUpdates calls
-        self._recent: deque[int] = deque(maxlen=10_000)
         self._offset: int | None = None
         self.app: commands.App | None = None
 
@@ -98,6 +96,9 @@ class Bot:
             for update in self.backend.journal_replay():
                 log.info("replaying update %s left unanswered by the last run", update.get("update_id"))
                 self._accept(update, journal=False)
+                # Telegram may deliver it again if the last run died before saving the offset.
+                if isinstance(update_id := update.get("update_id"), int):
+                    self._offset = max(self._offset or 0, update_id + 1)
         threading.Thread(target=self.poll, name="poll", daemon=True).start()
 
     def _new_session(self, user_id: int) -> Session:
@@ -200,11 +201,10 @@ class Bot:
         if not isinstance(update_id, int):
             return
         if journal:
-            if update_id in self._recent or (self._offset is not None and update_id < self._offset):
+            if self._offset is not None and update_id < self._offset:
                 log.info("update %s seen before: skipped", update_id)
                 return
             self._offset = max(self._offset or 0, update_id + 1)
-        self._recent.append(update_id)
         assert self.app is not None
         app = self.app
         try:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from storage import SqliteBackend
 from tests.conftest import ALICE, ROOT, Harness, Reply, bot_env, break_connection, repair_connection
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.telegram import FakeTelegram
@@ -176,3 +177,17 @@ def test_full_disk_is_logged_and_chat_goes_on(start_bot: Callable[..., Harness],
     restored = {s.user_id: s for s in type(h.bot.backend)(h.data_dir / "sessions.sqlite3").load_sessions()}
     assert [m.content for m in restored[ALICE].messages] == [
         "still there?", "echo: still there?", "disk is back", "echo: disk is back"]
+
+
+def test_update_replayed_from_the_journal_and_redelivered_is_answered_once(
+        start_bot: Callable[..., Harness], tg: FakeTelegram, tmp_path: Path) -> None:
+    # The last run journaled this update and died before saving its offset: Telegram still has it.
+    update_id = tg.send_text(ALICE, "left over")
+    backend = SqliteBackend(tmp_path / "data" / "sessions.sqlite3")
+    backend.journal_add(update_id, tg.pending_updates()[0])
+    backend.close()
+    h = start_bot()
+    assert h.replies(ALICE, 1) == ["echo: left over"]
+    assert h.ask("next") == "echo: next"  # polled after the redelivered copy
+    assert h.tg.messages(ALICE) == ["echo: left over", "echo: next"]
+    assert len(h.chat_requests()) == 2
