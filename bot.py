@@ -22,12 +22,13 @@ from telebot.apihelper import ApiException, ApiTelegramException
 import commands
 from config import Config, ConfigError, data_dir_from_env, load_config, setup_logging
 from dispatch import Dispatcher
+from i18n import load_catalog
 from llm import LLMClient, LLMError
 from models import Registry, load_registry
 from presets import load_presets
 from router import BotIdentity, Incoming, StopGeneration, parse_update
 from sender import RateLimiter, Sender
-from sessions import MemoryBackend, Session, SessionStore
+from sessions import MemoryBackend, Profile, SessionStore
 from storage import SqliteBackend
 from streaming import TypingTicker
 from tokens import counter_for
@@ -53,6 +54,7 @@ class Bot:
         self.config = config
         self.registry = registry or load_registry(config)
         self.presets = load_presets(config.presets_file)
+        self.catalog = load_catalog()
         apihelper.API_URL = config.telegram_api_url + "/bot{0}/{1}"
         self.telebot = telebot.TeleBot(config.telegram_token.value, threaded=False, parse_mode=None)
         self.backend = (SqliteBackend(config.data_dir / "sessions.sqlite3")
@@ -81,11 +83,11 @@ class Bot:
             if not self.registry.default_model:
                 raise ConfigError("DEFAULT_MODEL", "no model is described and the configured providers "
                                                    "listed none (is the local server up?); set DEFAULT_MODEL")
-        store = SessionStore(self.backend or MemoryBackend(), self._new_session)
+        store = SessionStore(self.backend or MemoryBackend(), self._new_profile)
         self.app = commands.App(self.config, self.registry, self.presets, store,
-                                self.llm, self.sender, TypingTicker(self.sender), me)
+                                self.llm, self.sender, TypingTicker(self.sender), me, self.catalog)
         commands.register_handlers(self.app)
-        log.info("@%s ready: %d sessions restored, %d models, default %s", me.username, len(store),
+        log.info("@%s ready: conversations restored: %d, models: %d, default %s", me.username, len(store),
                  len(self.registry.models), self.registry.default_model)
         self._set_commands()
         if self.registry.default_model:
@@ -101,11 +103,11 @@ class Bot:
                     self._offset = max(self._offset or 0, update_id + 1)
         threading.Thread(target=self.poll, name="poll", daemon=True).start()
 
-    def _new_session(self, user_id: int) -> Session:
+    def _new_profile(self, user_id: int) -> Profile:
         model = self.registry.resolve(self.registry.default_model)
         prompt = self.config.system_prompt
         tokens = counter_for(model.encoding, model.exact_tokens).message("system", prompt)
-        return Session(user_id, model.id, prompt, tokens, model.encoding)
+        return Profile(user_id, model.id, prompt, tokens, model.encoding)
 
     def _get_me(self) -> BotIdentity | None:
         backoff = 1.0
@@ -125,13 +127,16 @@ class Bot:
         return None
 
     def _set_commands(self) -> None:
+        """The command menu in every language of the catalog; English also for everyone else."""
         assert self.app is not None
-        try:
-            self.sender.call(None, self.telebot.set_my_commands,
-                             [types.BotCommand(c.name, c.description) for c in self.app.commands.values()],
-                             throttle=False, patience=30)
-        except Exception as exc:  # the menu is a nicety: never a reason not to start
-            log.warning("setMyCommands failed: %s", exc)
+        for language in (None, *self.catalog.languages):
+            texts = [types.BotCommand(c.name, self.catalog.text(language or "en", f"commands.{c.name}"))
+                     for c in self.app.commands.values()]
+            try:
+                self.sender.call(None, self.telebot.set_my_commands, texts, language_code=language,
+                                 throttle=False, patience=30)
+            except Exception as exc:  # the menu is a nicety: never a reason not to start
+                log.warning("setMyCommands (%s) failed: %s", language or "default", exc)
 
     def _discover(self) -> None:
         for name, provider in self.registry.providers.items():

@@ -56,27 +56,27 @@ def run_turn(*, session: Session, store: SessionStore, llm: LLMClient, model: Mo
     if fit is Fit.TOO_LARGE:
         outcome.too_large = True
         return outcome
-    if fit is Fit.RESET:
-        session.clear()
-        outcome.reset = True
+    # The history is dropped only once an answer has arrived: a failed request leaves it as it was.
+    outcome.reset = fit is Fit.RESET
 
-    def ask() -> Completion:
-        messages = [*session.request_messages(), {"role": "user", "content": text}]
+    def ask(with_history: bool) -> Completion:
+        messages = [*session.request_messages(history=with_history), {"role": "user", "content": text}]
         request = Request(model, messages, max_tokens=reserve, temperature=temperature, stream=stream)
         return llm.complete(request, on_delta=on_delta, cancel=cancel)
 
     try:
-        completion = ask()
+        completion = ask(with_history=not outcome.reset)
     except ContextTooLong:
-        if not session.messages:
+        if outcome.reset or not session.messages:
             raise
-        # The provider counts differently from us: drop the history and try once more.
+        # The provider counts differently from us: try once more without the history.
         log.warning("provider says context too long for %s at %d tokens by our count; resetting",
                     model.id, session.prompt_tokens(message_tokens))
-        session.clear()
         outcome.reset = True
-        completion = ask()
+        completion = ask(with_history=False)
     outcome.completion = completion
+    if outcome.reset:
+        session.clear()
     if completion.prompt_tokens is not None or completion.completion_tokens is not None:
         session.usage.add(completion.prompt_tokens or 0, completion.completion_tokens or 0)
         _compare(model, session.prompt_tokens(message_tokens), completion.prompt_tokens)
@@ -84,8 +84,7 @@ def run_turn(*, session: Session, store: SessionStore, llm: LLMClient, model: Mo
     answer = completion.text
     if not answer.strip():
         outcome.empty = True
-        if outcome.reset:
-            store.save(session)
+        store.save(session)  # the reset, and the usage, stand
         return outcome
     session.add("user", text, message_tokens)
     session.add("assistant", answer, tokens.message("assistant", answer))

@@ -1,12 +1,14 @@
 """The handlers: parse what the user sent, call the session or the model, word the answer.
 
-Every user-facing sentence lives here. Handlers are plain functions taking the
-`App` and the `Incoming`; `register_handlers` builds the command table that the
-router dispatches on and that `setMyCommands` shows in Telegram's menu.
+Handlers are plain functions taking the `App` and the `Incoming`; `register_handlers`
+builds the command table that the router dispatches on and that `setMyCommands` shows
+in Telegram's menu. Every user-facing sentence comes from the message catalog
+(`locales/*.toml`) in the user's language, through `App.t`.
 """
 
 from __future__ import annotations
 
+import difflib
 import html
 import logging
 import re
@@ -21,6 +23,7 @@ from telebot import types
 import chat
 import llm
 from config import VERSION, Config
+from i18n import Catalog
 from llm import LLMClient
 from models import ModelInfo, Registry, UnknownModel
 from presets import Preset
@@ -38,8 +41,7 @@ MAX_LISTED_SESSIONS = 30  # /sessions for an admin: the most recent, so the answ
 
 @dataclass(frozen=True)
 class Command:
-    name: str
-    description: str
+    name: str  # its description is the catalog's `commands.<name>`
     handler: Handler
 
 
@@ -55,6 +57,7 @@ class App:
     sender: Sender
     typing: TypingTicker
     me: BotIdentity
+    catalog: Catalog
     commands: dict[str, Command] = field(default_factory=dict)
     # (chat id, draft id) -> the cancel flag of the answer being generated there.
     active: dict[tuple[int, int], threading.Event] = field(default_factory=dict)
@@ -62,7 +65,16 @@ class App:
     started: float = field(default_factory=time.time)
 
     def session(self, inc: Incoming) -> Session:
-        return self.store.get(inc.user_id, inc.user_name)
+        """The conversation of the place the update came from, with the user's settings."""
+        return self.store.get(inc.place, inc.user_name)
+
+    def lang(self, inc: Incoming) -> str:
+        profile = self.store.find_profile(inc.user_id)
+        return self.catalog.language(profile.language if profile else None, inc.language)
+
+    def t(self, inc: Incoming, key: str, /, **values: object) -> str:
+        """The catalog's text for `key` in the user's language."""
+        return self.catalog.text(self.lang(inc), key, **values)
 
     def reply(self, inc: Incoming, text_html: str, markup: types.InlineKeyboardMarkup | None = None) -> None:
         # In groups, answer as a reply so it is clear whom the bot is talking to.
@@ -72,18 +84,19 @@ class App:
 
 def register_handlers(app: App) -> None:
     """Fill the command table; the order is the order of Telegram's command menu."""
-    for name, description, handler in (
-        ("start", "Welcome and how to use the bot", cmd_start),
-        ("help", "The commands", cmd_help),
-        ("info", "Bot version, models, presets and this session", cmd_info),
-        ("t", "Tokens in this session and spent so far", cmd_tokens),
-        ("clear", "Start a new conversation", cmd_clear),
-        ("model", "Show or switch the model", cmd_model),
-        ("system", "Show or set the system prompt", cmd_system),
-        ("preset", "Switch to a ready-made mode (translator, ...)", cmd_preset),
-        ("sessions", "List sessions (all of them for admins)", cmd_sessions),
+    for name, handler in (
+        ("start", cmd_start),
+        ("help", cmd_help),
+        ("info", cmd_info),
+        ("t", cmd_tokens),
+        ("clear", cmd_clear),
+        ("model", cmd_model),
+        ("system", cmd_system),
+        ("preset", cmd_preset),
+        ("sessions", cmd_sessions),
+        ("lang", cmd_lang),
     ):
-        app.commands[name] = Command(name, description, handler)
+        app.commands[name] = Command(name, handler)
 
 
 def handle(app: App, inc: Incoming) -> None:
@@ -99,17 +112,16 @@ def handle(app: App, inc: Incoming) -> None:
         elif inc.kind == "text":
             handle_chat(app, inc)
         elif inc.kind == "edited":
-            app.reply(inc, "I only read new messages: an edit does not change the conversation. "
-                           "Send the corrected text as a new message.")
+            app.reply(inc, app.t(inc, "errors.edited"))
         else:
-            name = MEDIA_NAMES.get(inc.text, "messages like this")
-            app.reply(inc, f"Sorry, I can only read text: {name} are not supported yet.")
+            kind = inc.text if inc.text in MEDIA_NAMES else "other"
+            app.reply(inc, app.t(inc, "errors.unsupported", what=app.t(inc, f"media.{kind}")))
     except TelegramError as exc:
         log.error("update %s: Telegram refused the reply: %s", inc.update_id, exc.description)
     except Exception:
         log.exception("update %s failed", inc.update_id)
         try:
-            app.reply(inc, "Sorry, something went wrong on my side. Please try again.")
+            app.reply(inc, app.t(inc, "errors.generic"))
         except Exception:
             log.exception("update %s: could not even apologise", inc.update_id)
 
@@ -123,10 +135,9 @@ def stop_generation(app: App, stop: StopGeneration) -> None:
 
 def refuse(app: App, inc: Incoming) -> None:
     if inc.kind == "callback":
-        app.sender.answer_callback(inc.callback_id, "You are not allowed to use this bot.")
+        app.sender.answer_callback(inc.callback_id, app.t(inc, "errors.not_allowed_button"))
         return
-    app.reply(inc, "Sorry, you are not allowed to use this bot. Your Telegram user id is "
-                   f"<code>{inc.user_id}</code>: send it to the bot's owner to be let in.")
+    app.reply(inc, app.t(inc, "errors.not_allowed", user_id=inc.user_id))
 
 
 # -- chat -------------------------------------------------------------------------------------------
@@ -135,13 +146,12 @@ def handle_chat(app: App, inc: Incoming) -> None:
     """Any text that is not a command: one turn with the model, streamed into the chat."""
     text = inc.text.strip()
     if not text:
-        app.reply(inc, "Send me some text and I'll answer.")
+        app.reply(inc, app.t(inc, "errors.empty_text"))
         return
     session = app.session(inc)
     notices = []
     if (moved := _ensure_model(app, session)) is not None:
-        notices.append(f"<i>The model {html.escape(moved)} is no longer available; this chat now uses "
-                       f"{html.escape(session.model)}.</i>")
+        notices.append(app.t(inc, "chat.model_moved", old=html.escape(moved), new=html.escape(session.model)))
     model = app.registry.resolve(session.model)
     preset = app.presets.get(session.preset or "")
     live = LiveReply(app.sender, inc.chat_id, draft_id=inc.message_id or inc.update_id,
@@ -165,7 +175,7 @@ def handle_chat(app: App, inc: Incoming) -> None:
             on_delta=on_delta, cancel=cancel)
     except llm.LLMError as exc:
         log.warning("update %s: model %s failed: %r", inc.update_id, model.id, exc)
-        live.finish("", "\n\n".join([_llm_error(app, exc, model), *notices]))
+        live.finish("", "\n\n".join([_llm_error(app, inc, exc, model), *notices]))
         return
     finally:
         app.typing.stop(inc.chat_id)
@@ -174,41 +184,38 @@ def handle_chat(app: App, inc: Incoming) -> None:
             app.no_drafts.add(inc.chat_id)
 
     if outcome.too_large:
-        app.reply(inc, _too_large(app, model, outcome.message_tokens))
+        app.reply(inc, _too_large(app, inc, model, outcome.message_tokens))
         return
     if outcome.reset:
-        notices.append("<i>The conversation reached the model's context window, so I started a new one "
-                       "(the system prompt is kept).</i>")
+        notices.append(app.t(inc, "chat.reset"))
     assert outcome.completion is not None
     # Notes go after the answer: parts sent while it streamed stay as they are.
-    live.finish(outcome.completion.text, "\n\n".join([*_after_answer(outcome, session), *notices]))
+    live.finish(outcome.completion.text, "\n\n".join([*_after_answer(app, inc, outcome, session), *notices]))
 
 
-def _too_large(app: App, model: ModelInfo, tokens: int) -> str:
+def _too_large(app: App, inc: Incoming, model: ModelInfo, tokens: int) -> str:
     reserve = model.reply_reserve(app.config.max_reply_tokens)
-    return (f"This message is too long for {html.escape(model.id)}: it is {_approx(model)}{tokens:,} tokens, "
-            f"and the model's context window is {model.context_window:,} tokens (with {reserve:,} kept for "
-            "the answer). Nothing was sent; please shorten it.")
+    return app.t(inc, "chat.too_large", model=html.escape(model.id), approx=_approx(model),
+                 tokens=f"{tokens:,}", window=f"{model.context_window:,}", reserve=f"{reserve:,}")
 
 
-def _after_answer(outcome: chat.Outcome, session: Session) -> list[str]:
+def _after_answer(app: App, inc: Incoming, outcome: chat.Outcome, session: Session) -> list[str]:
     """Notes under an answer: how it ended, and the context warning."""
     completion, model = outcome.completion, outcome.model
     assert completion is not None
     notes = []
     if completion.cancelled:
-        notes.append("<i>(stopped)</i>")
+        notes.append(app.t(inc, "chat.stopped"))
     elif completion.interrupted:
-        notes.append("<i>(the connection to the model broke off: this answer is incomplete)</i>")
+        notes.append(app.t(inc, "chat.interrupted"))
     elif completion.finish_reason == "length":
-        notes.append("<i>(the answer reached its length limit)</i>")
+        notes.append(app.t(inc, "chat.length"))
     elif outcome.empty:
-        notes.append("<i>The model returned an empty answer. Try rephrasing?</i>")
+        notes.append(app.t(inc, "chat.empty"))
     if outcome.warn:
         used = session.prompt_tokens()
-        notes.append(f"<i>Heads-up: this conversation uses {_approx(model)}{used:,} of "
-                     f"{model.context_window:,} tokens ({used / model.context_window:.0%}). It resets when "
-                     "full; /clear starts afresh now.</i>")
+        notes.append(app.t(inc, "chat.warn", approx=_approx(model), used=f"{used:,}",
+                           window=f"{model.context_window:,}", share=f"{used / model.context_window:.0%}"))
     return notes
 
 
@@ -221,30 +228,25 @@ def _ensure_model(app: App, session: Session) -> str | None:
         return None  # a provider's list may still bring it: keep the session's choice
     old = session.model
     session.model = app.registry.default_model
-    app.store.save(session)
-    log.info("session %s moved from %s to %s", session.user_id, old, session.model)
+    app.store.save_profile(session.profile)
+    log.info("user %s moved from %s to %s", session.user_id, old, session.model)
     return old
 
 
-def _llm_error(app: App, exc: llm.LLMError, model: ModelInfo) -> str:
-    name = html.escape(model.id)
+def _llm_error(app: App, inc: Incoming, exc: llm.LLMError, model: ModelInfo) -> str:
     known = app.registry.providers.get(model.provider)
-    provider = html.escape(known.title if known else model.provider)
+    provider = known.title if known else model.provider
+    names = {"model": html.escape(model.id), "provider": html.escape(provider)}
     if isinstance(exc, llm.RateLimited):
-        wait = f" in about {int(exc.retry_after)} s" if exc.retry_after else " in a minute"
-        return f"{provider} is rate-limiting requests right now. Please try again{wait}."
-    if isinstance(exc, llm.ProviderDown):
-        return f"{provider} is not answering right now (timeout or server error). Please try again shortly."
-    if isinstance(exc, llm.AuthFailed):
-        return f"{provider} refused the bot's API key. Please tell the bot's owner."
-    if isinstance(exc, llm.ContextTooLong):
-        return (f"This conversation does not fit {name}'s context window even after a reset. "
-                "Please send a shorter message.")
-    if isinstance(exc, llm.ModelNotFound):
-        return f"{provider} does not serve {name}. Pick another model with /model."
-    if isinstance(exc, llm.ProviderNotConfigured):
-        return f"{name} needs a provider that is not configured here. Pick another model with /model."
-    return f"{provider} refused the request for {name}. The details are in the bot's log."
+        if exc.retry_after:
+            return app.t(inc, "llm.rate_limited_wait", seconds=int(exc.retry_after), **names)
+        return app.t(inc, "llm.rate_limited", **names)
+    for kind, key in ((llm.ProviderDown, "llm.down"), (llm.AuthFailed, "llm.auth"),
+                      (llm.ContextTooLong, "llm.context"), (llm.ModelNotFound, "llm.not_found"),
+                      (llm.ProviderNotConfigured, "llm.not_configured")):
+        if isinstance(exc, kind):
+            return app.t(inc, key, **names)
+    return app.t(inc, "llm.refused", **names)
 
 
 # -- commands ---------------------------------------------------------------------------------------
@@ -252,45 +254,45 @@ def _llm_error(app: App, exc: llm.LLMError, model: ModelInfo) -> str:
 def cmd_start(app: App, inc: Incoming) -> None:
     """Greet the user and say how the bot works."""
     session = app.session(inc)
-    app.reply(inc, f"Hi {html.escape(inc.user_name.split(' (')[0])}! Send me a message and "
-                   f"{html.escape(session.model)} will answer. I keep our conversation, so you can ask "
-                   "follow-up questions; /clear starts a new one.\n\n" + _command_lines(app))
+    app.reply(inc, app.t(inc, "start.text", name=html.escape(inc.user_name.split(" (")[0]),
+                         model=html.escape(session.model)) + "\n\n" + _command_lines(app, inc))
 
 
 def cmd_help(app: App, inc: Incoming) -> None:
     """List the commands."""
-    app.reply(inc, "<b>Commands</b>\n" + _command_lines(app)
-              + "\n\nAny other text is sent to the model with our conversation so far.")
+    app.reply(inc, "\n".join([app.t(inc, "help.title"), _command_lines(app, inc), "",
+                              app.t(inc, "help.footer")]))
 
 
 def cmd_info(app: App, inc: Incoming) -> None:
-    """Version, current model, available models, presets, commands and this session's figures."""
+    """Version, current model, available models, presets, commands and this conversation's figures."""
     session = app.session(inc)
     model = app.registry.resolve(session.model)
-    used = session.prompt_tokens()
+    used, window = session.prompt_tokens(), model.context_window
     lines = [
-        f"<b>LLM Telegram bot {VERSION}</b> (up {_duration(time.time() - app.started)})",
-        f"Model: <code>{html.escape(model.id)}</code> ({model.context_window:,}-token window)",
+        app.t(inc, "info.title", version=VERSION, uptime=_duration(time.time() - app.started)),
+        app.t(inc, "info.model", model=html.escape(model.id), window=f"{window:,}"),
         "",
-        "<b>This session</b>",
-        f"Messages: {len(session.messages)}",
-        f"Tokens: {_approx(model)}{used:,} of {model.context_window:,} ({used / model.context_window:.1%})",
-        f"System prompt: {_prompt_label(app, session)}",
+        app.t(inc, "info.conversation"),
+        app.t(inc, "info.messages", count=len(session.messages)),
+        app.t(inc, "info.tokens", approx=_approx(model), used=f"{used:,}", window=f"{window:,}",
+              share=f"{used / window:.1%}"),
+        app.t(inc, "info.prompt", label=_prompt_label(app, inc, session)),
         "",
-        "<b>Models</b>",
-        _model_list(app, model.id),
+        app.t(inc, "info.models"),
+        _model_list(app, inc, model.id),
         "",
-        "<b>Presets</b>",
+        app.t(inc, "info.presets"),
         *(f"{html.escape(p.name)}: {html.escape(p.description or p.title)}" for p in app.presets.values()),
         "",
-        "<b>Commands</b>",
-        _command_lines(app),
+        app.t(inc, "info.commands"),
+        _command_lines(app, inc),
     ]
     app.reply(inc, "\n".join(lines))
 
 
 def cmd_tokens(app: App, inc: Incoming) -> None:
-    """Tokens in the session by our count, the window and its share, and tokens the API reported."""
+    """Tokens in the conversation by our count, the window and its share, and tokens the API reported."""
     session = app.session(inc)
     model = app.registry.resolve(session.model)
     chat.sync_encoding(session, model)
@@ -298,12 +300,13 @@ def cmd_tokens(app: App, inc: Incoming) -> None:
     usage = session.usage
     approx = _approx(model)
     app.reply(inc, "\n".join([
-        f"<b>Tokens</b> ({html.escape(model.id)}{', estimated' if approx else ''})",
-        f"This conversation: {approx}{used:,} ({len(session.messages)} messages + system prompt)",
-        f"Context window: {window:,}, of which {used / window:.1%} is used",
-        f"Kept free for the answer: {model.reply_reserve(app.config.max_reply_tokens):,}",
-        f"Spent so far (as the API reported, {usage.requests} requests): {usage.prompt_tokens:,} prompt + "
-        f"{usage.completion_tokens:,} completion = {usage.total:,}",
+        app.t(inc, "tokens.title", model=html.escape(model.id),
+              estimated=app.t(inc, "tokens.estimated") if approx else ""),
+        app.t(inc, "tokens.conversation", approx=approx, used=f"{used:,}", count=len(session.messages)),
+        app.t(inc, "tokens.window", window=f"{window:,}", share=f"{used / window:.1%}"),
+        app.t(inc, "tokens.reserve", reserve=f"{model.reply_reserve(app.config.max_reply_tokens):,}"),
+        app.t(inc, "tokens.spent", requests=usage.requests, prompt=f"{usage.prompt_tokens:,}",
+              completion=f"{usage.completion_tokens:,}", total=f"{usage.total:,}"),
     ]))
 
 
@@ -313,38 +316,42 @@ def cmd_clear(app: App, inc: Incoming) -> None:
     dropped = len(session.messages)
     session.clear()
     app.store.save(session)
-    app.reply(inc, f"Started a new conversation ({dropped} messages cleared). The model and system "
-                   "prompt are unchanged.")
+    app.reply(inc, app.t(inc, "clear.done", count=dropped))
 
 
 def cmd_model(app: App, inc: Incoming) -> None:
-    """`/model` shows a picker; `/model <id>` switches this session's model."""
+    """`/model` shows a picker; `/model <id>` switches the user's model."""
     session = app.session(inc)
     wanted = _clean_arg(inc.args)
     if not wanted:
-        app.reply(inc, f"Current model: <code>{html.escape(session.model)}</code>\nPick another:",
+        app.reply(inc, app.t(inc, "model.current", model=html.escape(session.model)),
                   markup=_model_keyboard(app, session.model))
         return
     try:
         model = app.registry.get(wanted)
     except UnknownModel as exc:
         shown = wanted if len(wanted) <= 64 else wanted[:64] + "…"
-        app.reply(inc, f"I don't know the model <code>{html.escape(shown)}</code>; nothing changed.\n"
-                       f"Available: {', '.join(f'<code>{html.escape(m)}</code>' for m in exc.known)}")
+        close = difflib.get_close_matches(wanted, exc.known, n=5, cutoff=0.5)
+        codes = ", ".join(f"<code>{html.escape(m)}</code>" for m in close or _featured_ids(app))
+        hint = app.t(inc, "model.close" if close else "model.available", models=codes)
+        app.reply(inc, app.t(inc, "model.unknown", model=html.escape(shown)) + "\n" + hint)
         return
-    app.reply(inc, _switch_model(app, session, model))
+    app.reply(inc, _switch_model(app, inc, session, model))
 
 
-def _switch_model(app: App, session: Session, model: ModelInfo) -> str:
+def _featured_ids(app: App) -> list[str]:
+    return [m.id for m in app.registry.available(featured_only=True)][:20]
+
+
+def _switch_model(app: App, inc: Incoming, session: Session, model: ModelInfo) -> str:
     session.model = model.id
     chat.sync_encoding(session, model)
-    note = ""
+    key = "model.switched"
     if session.prompt_tokens() > model.context_window - model.reply_reserve(app.config.max_reply_tokens):
         session.clear()
-        note = " The conversation was longer than its context window, so it starts afresh."
+        key = "model.switched_reset"
     app.store.save(session)
-    return (f"Model switched to <code>{html.escape(model.id)}</code> "
-            f"({model.context_window:,}-token window).{note}")
+    return app.t(inc, key, model=html.escape(model.id), window=f"{model.context_window:,}")
 
 
 def cmd_system(app: App, inc: Incoming) -> None:
@@ -352,26 +359,24 @@ def cmd_system(app: App, inc: Incoming) -> None:
     session = app.session(inc)
     text = _clean_arg(inc.args, keep_newlines=True)
     if not text:
-        app.reply(inc, f"System prompt ({_prompt_label(app, session)}):\n"
-                       f"<blockquote expandable>{html.escape(session.system_prompt)}</blockquote>\n"
-                       "Set one with /system &lt;text&gt;, or /system default.")
+        app.reply(inc, app.t(inc, "system.show", label=_prompt_label(app, inc, session, preview_known=False),
+                             prompt=html.escape(session.system_prompt)))
         return
     if text.lower() == "default":
         _set_prompt(app, session, app.config.system_prompt, None)
-        app.reply(inc, "System prompt restored to the default. The conversation was cleared.")
+        app.reply(inc, app.t(inc, "system.restored"))
         return
     if len(text) > MAX_SYSTEM_PROMPT:
-        app.reply(inc, f"That system prompt is {len(text):,} characters; the limit is "
-                       f"{MAX_SYSTEM_PROMPT:,}. Nothing changed.")
+        app.reply(inc, app.t(inc, "system.too_long", length=f"{len(text):,}", limit=f"{MAX_SYSTEM_PROMPT:,}"))
         return
     model = app.registry.resolve(session.model)
     tokens = chat.counter(model).message("system", text)
     if tokens + model.reply_reserve(app.config.max_reply_tokens) >= model.context_window // 2:
-        app.reply(inc, f"That system prompt ({tokens:,} tokens) would take over half of "
-                       f"{html.escape(model.id)}'s context window. Nothing changed.")
+        app.reply(inc, app.t(inc, "system.too_many_tokens", tokens=f"{tokens:,}",
+                             model=html.escape(model.id)))
         return
     _set_prompt(app, session, text, None)
-    app.reply(inc, "System prompt set. The conversation was cleared so it applies from the start.")
+    app.reply(inc, app.t(inc, "system.set"))
 
 
 def _set_prompt(app: App, session: Session, prompt: str, preset: str | None) -> None:
@@ -384,68 +389,90 @@ def cmd_preset(app: App, inc: Incoming) -> None:
     """`/preset` shows the presets as buttons; `/preset <name>` switches to one."""
     name = _clean_arg(inc.args).lower()
     if not name:
-        app.reply(inc, "Pick a mode (it sets the system prompt and starts a new conversation):",
-                  markup=_preset_keyboard(app, app.session(inc).preset))
+        app.reply(inc, app.t(inc, "preset.pick"), markup=_preset_keyboard(app, app.session(inc).preset))
         return
     preset = app.presets.get(name)
     if preset is None:
-        shown = html.escape(name[:64])
-        app.reply(inc, f"There is no preset <code>{shown}</code>. Available: "
-                       + ", ".join(f"<code>{html.escape(p)}</code>" for p in app.presets))
+        app.reply(inc, app.t(inc, "preset.unknown", name=html.escape(name[:64]),
+                             presets=", ".join(f"<code>{html.escape(p)}</code>" for p in app.presets)))
         return
-    app.reply(inc, _apply_preset(app, app.session(inc), preset, inc.language))
+    app.reply(inc, _apply_preset(app, inc, app.session(inc), preset))
 
 
-def _apply_preset(app: App, session: Session, preset: Preset, language: str | None) -> str:
-    note = ""
-    if preset.model and preset.model in app.registry.models:
-        session.model = preset.model
-        note = f" Model: <code>{html.escape(preset.model)}</code>."
+def _apply_preset(app: App, inc: Incoming, session: Session, preset: Preset) -> str:
+    switched = bool(preset.model and preset.model in app.registry.models)
+    if switched:
+        session.model = str(preset.model)
     prompt = preset.prompt
+    language = inc.language
     if language and re.fullmatch(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})?", language):
         # "Into the user's language" (translator, teacher) needs to know it.
         prompt += f"\n\nThe user's Telegram app language code is {language}."
     _set_prompt(app, session, prompt, preset.name)
-    return (f"Preset <b>{html.escape(preset.title)}</b> is on: {html.escape(preset.description)}. "
-            f"The conversation was cleared.{note}")
+    values = {"title": html.escape(preset.title), "description": html.escape(preset.description)}
+    if switched:
+        return app.t(inc, "preset.on_model", model=html.escape(session.model), **values)
+    return app.t(inc, "preset.on", **values)
 
 
 def cmd_sessions(app: App, inc: Incoming) -> None:
-    """Admins see every session; anyone else sees only their own."""
+    """Admins see every conversation in use; anyone else sees only their own here."""
     admin = app.config.is_admin(inc.user_id)
     sessions = app.store.all() if admin else [app.session(inc)]
-    sessions.sort(key=lambda s: s.last_active, reverse=True)
-    lines = [f"<b>{'All sessions' if admin else 'Your session'}</b> ({len(sessions)})"]
+    sessions.sort(key=lambda s: s.conversation.last_active, reverse=True)
+    lines = [app.t(inc, "sessions.all", count=len(sessions)) if admin else app.t(inc, "sessions.own")]
     for s in sessions[:MAX_LISTED_SESSIONS]:
-        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(s.last_active))
-        lines.append(f"<code>{s.user_id}</code> {html.escape(s.name or '?')}: {html.escape(s.model)}, "
-                     f"{len(s.messages)} messages, {s.prompt_tokens():,} tokens, last active {when} UTC")
+        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(s.conversation.last_active))
+        lines.append(app.t(inc, "sessions.line", user_id=s.user_id, name=html.escape(s.profile.name or "?"),
+                           model=html.escape(s.model), messages=len(s.messages),
+                           tokens=f"{s.prompt_tokens():,}", when=when))
     if len(sessions) > MAX_LISTED_SESSIONS:
-        lines.append(f"…and {len(sessions) - MAX_LISTED_SESSIONS:,} less recent ones")
+        lines.append(app.t(inc, "sessions.more", count=f"{len(sessions) - MAX_LISTED_SESSIONS:,}"))
     app.reply(inc, "\n".join(lines))
 
 
+def cmd_lang(app: App, inc: Incoming) -> None:
+    """`/lang` shows the language with buttons; `/lang en|ru` chooses it (kept for the user)."""
+    wanted = _clean_arg(inc.args).lower()
+    if not wanted:
+        app.reply(inc, app.t(inc, "lang.current"), markup=_lang_keyboard(app))
+        return
+    if wanted not in app.catalog.languages:
+        app.reply(inc, app.t(inc, "lang.unknown", languages=", ".join(app.catalog.languages)))
+        return
+    app.reply(inc, _set_language(app, inc, wanted))
+
+
+def _set_language(app: App, inc: Incoming, language: str) -> str:
+    profile = app.store.profile(inc.user_id, inc.user_name)
+    profile.language = language
+    app.store.save_profile(profile)
+    return app.t(inc, "lang.set")
+
+
 def cmd_unknown(app: App, inc: Incoming) -> None:
-    name = html.escape(inc.command[:64])
-    app.reply(inc, f"I don't know the command /{name}. Send /help for the list.")
+    app.reply(inc, app.t(inc, "errors.unknown_command", name=html.escape(inc.command[:64])))
 
 
 # -- buttons ----------------------------------------------------------------------------------------
 
 def handle_callback(app: App, inc: Incoming) -> None:
-    """Every inline button lands here: `model:<key>` and `preset:<name>`."""
+    """Every inline button lands here: `model:<key>`, `preset:<name>` and `lang:<code>`."""
     kind, _, value = inc.text.partition(":")
     session = app.session(inc)
+    markup: types.InlineKeyboardMarkup | None
     if kind == "model" and (model := app.registry.by_key(value)) is not None:
-        confirmation = _switch_model(app, session, model)
+        confirmation = _switch_model(app, inc, session, model)
         markup = _model_keyboard(app, session.model)
     elif kind == "preset" and (preset := app.presets.get(value)) is not None:
-        confirmation = _apply_preset(app, session, preset, inc.language)
+        confirmation = _apply_preset(app, inc, session, preset)
         markup = _preset_keyboard(app, session.preset)
+    elif kind == "lang" and value in app.catalog.languages:
+        confirmation, markup = _set_language(app, inc, value), None
     else:
-        app.sender.answer_callback(inc.callback_id, "This button is no longer valid.")
+        app.sender.answer_callback(inc.callback_id, app.t(inc, "errors.button_expired"))
         return
-    app.sender.answer_callback(inc.callback_id, "Done")
+    app.sender.answer_callback(inc.callback_id, app.t(inc, "buttons.done"))
     if inc.message_id is not None:
         app.sender.edit_part(inc.chat_id, inc.message_id, confirmation, markup=markup)
 
@@ -471,32 +498,47 @@ def _preset_keyboard(app: App, current: str | None) -> types.InlineKeyboardMarku
     return markup
 
 
+def _lang_keyboard(app: App) -> types.InlineKeyboardMarkup:
+    markup = types.InlineKeyboardMarkup(row_width=2)
+    markup.add(*(types.InlineKeyboardButton(LANGUAGE_NAMES.get(code, code), callback_data=f"lang:{code}")
+                 for code in app.catalog.languages))
+    return markup
+
+
 # -- wording helpers --------------------------------------------------------------------------------
 
-def _command_lines(app: App) -> str:
-    return "\n".join(f"/{c.name}: {html.escape(c.description)}" for c in app.commands.values())
+LANGUAGE_NAMES = {"en": "English", "ru": "Русский"}
 
 
-def _model_list(app: App, current: str) -> str:
+def _command_lines(app: App, inc: Incoming) -> str:
+    return "\n".join(f"/{c.name}: {html.escape(app.t(inc, f'commands.{c.name}'))}"
+                     for c in app.commands.values())
+
+
+def _model_list(app: App, inc: Incoming, current: str) -> str:
     lines = []
     featured = app.registry.available(featured_only=True)
     for model in featured:
         mark = " ✅" if model.id == current else ""
-        when = f", retires {model.shutdown}" if model.shutdown else ""
+        when = app.t(inc, "info.retires", date=model.shutdown) if model.shutdown else ""
         lines.append(f"<code>{html.escape(model.id)}</code> ({html.escape(model.provider)}, "
                      f"{model.context_window:,}{when}){mark}")
     if more := len(app.registry.models) - len(featured):
-        lines.append(f"…and {more} more that the providers list: /model &lt;id&gt;")
-    return "\n".join(lines) or "none"
+        lines.append(app.t(inc, "info.models_more", count=more))
+    return "\n".join(lines) or app.t(inc, "info.none")
 
 
-def _prompt_label(app: App, session: Session) -> str:
+def _prompt_label(app: App, inc: Incoming, session: Session, preview_known: bool = True) -> str:
+    """Which system prompt is in force, with its start so the user recognises it."""
+    preview = " ".join(session.system_prompt.split())
+    preview = html.escape(preview[:80] + ("…" if len(preview) > 80 else ""))
     if session.preset and session.preset in app.presets:
-        return f"preset {html.escape(app.presets[session.preset].title)}"
-    if session.system_prompt == app.config.system_prompt:
-        return "default"
-    preview = session.system_prompt[:80] + ("…" if len(session.system_prompt) > 80 else "")
-    return f"custom: {html.escape(preview)}"
+        label = app.t(inc, "prompt.preset", title=html.escape(app.presets[session.preset].title))
+    elif session.system_prompt == app.config.system_prompt:
+        label = app.t(inc, "prompt.default")
+    else:
+        return app.t(inc, "prompt.custom", preview=preview)
+    return f"{label}: <i>{preview}</i>" if preview_known else label
 
 
 def _duration(seconds: float) -> str:

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from sessions import Place
+
 _COMMAND = re.compile(r"^/([A-Za-z0-9_]{1,64})(?:@([A-Za-z0-9_]{1,64}))?(?:\s+|$)(.*)\Z", re.S)
 # Content the bot cannot read yet, by the field Telegram puts it in, named as the user would say it.
 # Anything else without text is a service message (pins, timers...): nothing to answer.
@@ -40,6 +42,12 @@ class Incoming:
     args: str = ""
     callback_id: str = ""
     language: str | None = None
+    thread_id: int | None = None  # the forum topic, or the private chat's topic
+
+    @property
+    def place(self) -> Place:
+        """Where this belongs: the conversation it reads and extends."""
+        return Place(self.chat_id, self.user_id, self.thread_id)
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,15 @@ def _user(message: dict[str, Any]) -> tuple[int, str, str | None] | None:
     return sender["id"], name or str(sender["id"]), sender.get("language_code")
 
 
+def _thread(message: dict[str, Any], private: bool) -> int | None:
+    """The topic a message is in. A supergroup's reply threads are not topics: only forum topics
+    (`is_topic_message`) and private chats' topics count."""
+    thread = message.get("message_thread_id")
+    if isinstance(thread, int) and (private or message.get("is_topic_message")):
+        return thread
+    return None
+
+
 def _chat(message: dict[str, Any]) -> tuple[int, bool] | None:
     chat = message.get("chat")
     if not isinstance(chat, dict) or not isinstance(chat.get("id"), int):
@@ -102,7 +119,7 @@ def _callback(update_id: int, query: dict[str, Any]) -> Incoming | None:
         return None
     return Incoming(update_id, "callback", who[0], who[1], where[0], where[1],
                     message_id=message.get("message_id"), text=str(query.get("data") or ""),
-                    callback_id=query["id"], language=who[2])
+                    callback_id=query["id"], language=who[2], thread_id=_thread(message, where[1]))
 
 
 def _message(update_id: int, message: dict[str, Any], me: BotIdentity, kind: str | None) -> Incoming | None:
@@ -116,7 +133,7 @@ def _message(update_id: int, message: dict[str, Any], me: BotIdentity, kind: str
     replied = message.get("reply_to_message") or {}
     to_us = private or (replied.get("from") or {}).get("id") == me.id
     base = dict(update_id=update_id, user_id=who[0], user_name=who[1], chat_id=chat_id, private=private,
-                message_id=message.get("message_id"), language=who[2])
+                message_id=message.get("message_id"), language=who[2], thread_id=_thread(message, private))
     if not isinstance(text, str):
         media = next((m for m in MEDIA_NAMES if m in message), None)
         if not to_us or media is None:

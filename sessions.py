@@ -1,13 +1,19 @@
-"""Per-user sessions: plain data with pure methods, and the store that owns them.
+"""Users' settings and their conversations: plain data with pure methods, and the store that owns them.
 
-A `Session` knows its history (each message with its token count, computed once),
-model, system prompt and the usage the API reported. It does no I/O. The
-`SessionStore` hands sessions out and writes them through to a backend.
+A conversation belongs to a place (`Place`): the user's private chat (or one of its topics), or a
+group (or one of its forum topics) together with the user. Its history never leaves that place:
+what Alice said to the bot in private never reaches an answer posted in a group. The settings a
+person chooses (model, system prompt, preset, language) and the usage the API reported belong to
+the user (`Profile`), wherever they write.
+
+A `Session` is one conversation seen with its user's profile: what a turn works on. Nothing here
+does I/O; the `SessionStore` hands sessions out and writes them through to a backend.
 """
 
 from __future__ import annotations
 
 import enum
+import itertools
 import logging
 import threading
 import time
@@ -19,17 +25,34 @@ from tokens import REPLY_PRIMING
 
 log = logging.getLogger(__name__)
 
+TITLE_CHARS = 48
 
-@dataclass(slots=True)  # sessions hold many of these: slots halve their memory
+
+@dataclass(frozen=True)
+class Place:
+    """Where a conversation happens: a chat (and topic) and, in groups, which member it is with."""
+
+    chat_id: int
+    user_id: int
+    thread_id: int | None = None
+
+    @property
+    def private(self) -> bool:
+        return self.chat_id == self.user_id  # a private chat's id is the user's id
+
+
+@dataclass(slots=True)  # conversations hold many of these: slots halve their memory
 class Message:
     role: str
     content: str
     tokens: int
+    # Images attached to this message, by reference (content-addressed files under DATA_DIR).
+    images: tuple[str, ...] = ()
 
 
 @dataclass
 class Usage:
-    """What the API reported, summed over the session's life (not reset by /clear)."""
+    """What the API reported, summed over the user's life (not reset by /clear)."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -45,26 +68,36 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
 
-class Fit(enum.Enum):
-    OK = "ok"
-    RESET = "reset"  # fits only without the history
-    TOO_LARGE = "too_large"  # does not fit even alone
-
-
 @dataclass
-class Session:
+class Profile:
+    """One user's settings and usage, shared by all of their conversations."""
+
     user_id: int
     model: str
     system_prompt: str
-    system_tokens: int
+    system_tokens: int  # of `system_prompt`, counted with `encoding`
     encoding: str
     name: str = ""
     preset: str | None = None
-    messages: list[Message] = field(default_factory=list)
+    language: str | None = None  # chosen with /lang; None follows the Telegram app's language
+    rich: bool | None = None  # rich messages; None follows the bot's default
     usage: Usage = field(default_factory=Usage)
-    warned: bool = False
     last_active: float = field(default_factory=time.time)
-    # Bumped whenever history is dropped, so the store knows to rewrite rather than append.
+
+
+@dataclass
+class Conversation:
+    """One conversation's history, with each message's token count computed once."""
+
+    id: int
+    place: Place
+    encoding: str  # what the messages' counts were counted with
+    messages: list[Message] = field(default_factory=list)
+    title: str = ""
+    warned: bool = False
+    created: float = field(default_factory=time.time)
+    last_active: float = field(default_factory=time.time)
+    # Bumped whenever history is dropped or recounted, so the store rewrites rather than appends.
     epoch: int = 0
     _history_tokens: int = field(default=0, repr=False)
 
@@ -75,101 +108,314 @@ class Session:
     def history_tokens(self) -> int:
         return self._history_tokens
 
+    def add(self, role: str, content: str, tokens: int, images: tuple[str, ...] = ()) -> None:
+        self.messages.append(Message(role, content, tokens, images))
+        self._history_tokens += tokens
+        self.last_active = time.time()
+        if not self.title and role == "user":
+            self.title = _title(content)
+
+    def clear(self) -> None:
+        self.messages.clear()
+        self._history_tokens = 0
+        self.warned = False
+        self.epoch += 1
+
+    def drop_first(self, count: int) -> None:
+        """Forget the oldest `count` messages (for trimming)."""
+        dropped = self.messages[:count]
+        del self.messages[:count]
+        self._history_tokens -= sum(m.tokens for m in dropped)
+        self.epoch += 1
+
+    def recount(self, encoding: str, count: Callable[[Message], int]) -> None:
+        if encoding == self.encoding:
+            return
+        self.encoding = encoding
+        for message in self.messages:
+            message.tokens = count(message)
+        self._history_tokens = sum(m.tokens for m in self.messages)
+        self.epoch += 1
+
+
+class Fit(enum.Enum):
+    OK = "ok"
+    RESET = "reset"  # fits only without the history
+    TOO_LARGE = "too_large"  # does not fit even alone
+
+
+@dataclass
+class Session:
+    """A conversation with its user's profile: what one turn reads and changes."""
+
+    profile: Profile
+    conversation: Conversation
+
+    # -- the parts handlers use most, by name --------------------------------------------------
+
+    @property
+    def user_id(self) -> int:
+        return self.profile.user_id
+
+    @property
+    def place(self) -> Place:
+        return self.conversation.place
+
+    @property
+    def model(self) -> str:
+        return self.profile.model
+
+    @model.setter
+    def model(self, model_id: str) -> None:
+        self.profile.model = model_id
+
+    @property
+    def system_prompt(self) -> str:
+        return self.profile.system_prompt
+
+    @property
+    def system_tokens(self) -> int:
+        return self.profile.system_tokens
+
+    @property
+    def preset(self) -> str | None:
+        return self.profile.preset
+
+    @property
+    def usage(self) -> Usage:
+        return self.profile.usage
+
+    @property
+    def messages(self) -> list[Message]:
+        return self.conversation.messages
+
+    @property
+    def history_tokens(self) -> int:
+        return self.conversation.history_tokens
+
+    # -- pure methods --------------------------------------------------------------------------
+
     def prompt_tokens(self, extra: int = 0) -> int:
         """Tokens of the next request: system prompt, history, `extra`, reply priming."""
-        return self.system_tokens + self._history_tokens + extra + REPLY_PRIMING
+        return self.profile.system_tokens + self.conversation.history_tokens + extra + REPLY_PRIMING
 
     def fit(self, message_tokens: int, window: int, reserve: int) -> Fit:
         """Whether a new message of `message_tokens` fits before the reply reserve."""
         budget = window - reserve
         if self.prompt_tokens(message_tokens) <= budget:
             return Fit.OK
-        if self.system_tokens + message_tokens + REPLY_PRIMING <= budget:
+        if self.profile.system_tokens + message_tokens + REPLY_PRIMING <= budget:
             return Fit.RESET
         return Fit.TOO_LARGE
 
     def crosses_warning(self, window: int, ratio: float) -> bool:
-        """True once, the first time the prompt reaches `ratio` of the window."""
-        if self.warned or self.prompt_tokens() < ratio * window:
+        """True once per conversation, the first time the prompt reaches `ratio` of the window."""
+        if self.conversation.warned or self.prompt_tokens() < ratio * window:
             return False
-        self.warned = True
+        self.conversation.warned = True
         return True
 
-    def add(self, role: str, content: str, tokens: int) -> None:
-        self.messages.append(Message(role, content, tokens))
-        self._history_tokens += tokens
-        self.last_active = time.time()
+    def add(self, role: str, content: str, tokens: int, images: tuple[str, ...] = ()) -> None:
+        self.conversation.add(role, content, tokens, images)
+        self.profile.last_active = self.conversation.last_active
 
     def clear(self) -> None:
         """Drop the history; model, system prompt and usage stay."""
-        self.messages.clear()
-        self._history_tokens = 0
-        self.warned = False
-        self.epoch += 1
+        self.conversation.clear()
 
     def set_system_prompt(self, prompt: str, tokens: int, preset: str | None) -> None:
-        self.system_prompt, self.system_tokens, self.preset = prompt, tokens, preset
+        profile = self.profile
+        profile.system_prompt, profile.system_tokens, profile.preset = prompt, tokens, preset
         self.clear()
 
-    def recount(self, encoding: str, count: Callable[[str, str], int]) -> None:
-        """Recount every message with another encoding (after a model switch)."""
-        if encoding == self.encoding:
-            return
-        self.encoding = encoding
-        self.system_tokens = count("system", self.system_prompt)
-        for message in self.messages:
-            message.tokens = count(message.role, message.content)
-        self._history_tokens = sum(m.tokens for m in self.messages)
-        self.epoch += 1
+    def recount(self, encoding: str, count: Callable[[str, str], int],
+                count_message: Callable[[Message], int] | None = None) -> None:
+        """Recount the system prompt and the history with another encoding (after a model switch)."""
+        if self.profile.encoding != encoding:
+            self.profile.encoding = encoding
+            self.profile.system_tokens = count("system", self.profile.system_prompt)
+        self.conversation.recount(encoding, count_message or (lambda m: count(m.role, m.content)))
 
-    def request_messages(self) -> list[dict[str, str]]:
-        """The history in the chat-completions shape, system prompt first."""
-        head = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-        return head + [{"role": m.role, "content": m.content} for m in self.messages]
+    def request_messages(self, image_url: Callable[[str], str] | None = None,
+                         history: bool = True) -> list[dict[str, object]]:
+        """The history (unless `history` is False) in the chat-completions shape, system prompt first.
+
+        A message with images becomes a list of content parts; `image_url` turns an image
+        reference into the URL to send (a data: URL), so this stays free of I/O.
+        """
+        head: list[dict[str, object]] = (
+            [{"role": "system", "content": self.system_prompt}] if self.system_prompt else [])
+        return head + [_request_message(m, image_url) for m in (self.messages if history else ())]
+
+
+def _request_message(message: Message, image_url: Callable[[str], str] | None) -> dict[str, object]:
+    if not message.images or image_url is None:
+        return {"role": message.role, "content": message.content}
+    parts: list[dict[str, object]] = [{"type": "text", "text": message.content}]
+    parts += [{"type": "image_url", "image_url": {"url": image_url(ref)}} for ref in message.images]
+    return {"role": message.role, "content": parts}
+
+
+def _title(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= TITLE_CHARS else line[:TITLE_CHARS - 1].rstrip() + "…"
 
 
 class Backend(Protocol):
-    """Where sessions persist (SQLite, or nothing)."""
+    """Where profiles and conversations persist (SQLite, or nothing)."""
 
-    def load_sessions(self) -> list[Session]: ...
+    def load(self) -> tuple[list[Profile], list[tuple[Conversation, bool]]]:
+        """Every profile, and every conversation with whether it is its place's current one."""
+        ...
 
-    def save_session(self, session: Session) -> None: ...
+    def save(self, session: Session, current: bool) -> None: ...
+
+    def save_profile(self, profile: Profile) -> None: ...
+
+    def delete_conversation(self, conversation_id: int) -> None: ...
 
 
 class MemoryBackend:
     """Keeps nothing: SESSION_STORE=memory."""
 
-    def load_sessions(self) -> list[Session]:
-        return []
+    def load(self) -> tuple[list[Profile], list[tuple[Conversation, bool]]]:
+        return [], []
 
-    def save_session(self, session: Session) -> None:
+    def save(self, session: Session, current: bool) -> None:
+        pass
+
+    def save_profile(self, profile: Profile) -> None:
+        pass
+
+    def delete_conversation(self, conversation_id: int) -> None:
         pass
 
 
 class SessionStore:
-    """The only holder of sessions: get or create by user id, save after every change."""
+    """The only holder of profiles and conversations: get or create by place, save after every change.
 
-    def __init__(self, backend: Backend, new_session: Callable[[int], Session]) -> None:
+    Each place has one current conversation; earlier ones stay in the archive (for /history) until
+    deleted. A conversation never changes place.
+    """
+
+    def __init__(self, backend: Backend, new_profile: Callable[[int], Profile]) -> None:
         self._backend = backend
-        self._new_session = new_session
+        self._new_profile = new_profile
         self._lock = threading.Lock()
-        self._sessions = {s.user_id: s for s in backend.load_sessions()}
+        profiles, conversations = backend.load()
+        self._profiles = {p.user_id: p for p in profiles}
+        self._conversations = {c.id: c for c, _ in conversations}
+        self._current = {c.place: c.id for c, current in conversations if current}
+        self._ids = itertools.count(max(self._conversations, default=0) + 1)
 
-    def get(self, user_id: int, name: str = "") -> Session:
+    # -- lookups -------------------------------------------------------------------------------
+
+    def profile(self, user_id: int, name: str = "") -> Profile:
         with self._lock:
-            session = self._sessions.get(user_id)
-            if session is None:
-                session = self._sessions[user_id] = self._new_session(user_id)
-        if name and session.name != name:
-            session.name = name
-        return session
+            profile = self._profiles.get(user_id)
+            if profile is None:
+                profile = self._profiles[user_id] = self._new_profile(user_id)
+        if name and profile.name != name:
+            profile.name = name
+        return profile
 
-    def save(self, session: Session) -> None:
-        self._backend.save_session(session)
+    def find_profile(self, user_id: int) -> Profile | None:
+        """The user's profile if they have one (creates nothing)."""
+        return self._profiles.get(user_id)
+
+    def get(self, place: Place, name: str = "") -> Session:
+        """The place's current conversation (a new, empty one if it has none)."""
+        profile = self.profile(place.user_id, name)
+        with self._lock:
+            conversation = self._conversations.get(self._current.get(place, 0))
+            if conversation is None:
+                conversation = self._create(place, profile.encoding)
+        return Session(profile, conversation)
+
+    def conversations(self, place: Place) -> list[Conversation]:
+        """The user's conversations in this place's chat (all its topics), most recent first."""
+        with self._lock:
+            found = [c for c in self._conversations.values()
+                     if c.place.user_id == place.user_id and c.place.chat_id == place.chat_id]
+        return sorted(found, key=lambda c: c.last_active, reverse=True)
+
+    def is_current(self, conversation: Conversation) -> bool:
+        return self._current.get(conversation.place) == conversation.id
+
+    def profiles(self) -> list[Profile]:
+        with self._lock:
+            return list(self._profiles.values())
 
     def all(self) -> list[Session]:
+        """Every place's current conversation with its profile (for admins' /sessions)."""
         with self._lock:
-            return list(self._sessions.values())
+            current = [self._conversations[cid] for cid in self._current.values()]
+        return [Session(self.profile(c.place.user_id), c) for c in current]
 
     def __len__(self) -> int:
-        return len(self._sessions)
+        return len(self._conversations)
+
+    # -- changes -------------------------------------------------------------------------------
+
+    def save(self, session: Session) -> None:
+        self._backend.save(session, self.is_current(session.conversation))
+
+    def save_profile(self, profile: Profile) -> None:
+        self._backend.save_profile(profile)
+
+    def new_conversation(self, place: Place) -> Session:
+        """Start a fresh conversation here; the current one is kept in the archive (unless empty)."""
+        profile = self.profile(place.user_id)
+        with self._lock:
+            old = self._conversations.get(self._current.get(place, 0))
+            if old is not None and not old.messages:
+                return Session(profile, old)  # nothing to keep: reuse it
+            conversation = self._create(place, profile.encoding)
+        if old is not None:
+            self._backend.save(Session(profile, old), False)
+        session = Session(profile, conversation)
+        self.save(session)
+        return session
+
+    def resume(self, place: Place, conversation_id: int) -> Session | None:
+        """Make one of the user's conversations in this chat the place's current one."""
+        profile = self.profile(place.user_id)
+        with self._lock:
+            target = self._conversations.get(conversation_id)
+            if target is None or not self._belongs(target, place):
+                return None
+            old = self._conversations.get(self._current.get(place, 0))
+            self._current.pop(target.place, None)
+            # A topic's conversation resumed in another topic of the same chat moves there.
+            target.place = place
+            self._current[place] = target.id
+        if old is not None and old is not target:
+            if old.messages:
+                self._backend.save(Session(profile, old), False)
+            else:
+                self.delete(place, old.id)
+        session = Session(profile, target)
+        self.save(session)
+        return session
+
+    def delete(self, place: Place, conversation_id: int) -> bool:
+        """Delete one of the user's conversations in this chat; False if there is no such one."""
+        with self._lock:
+            target = self._conversations.get(conversation_id)
+            if target is None or not self._belongs(target, place):
+                return False
+            del self._conversations[conversation_id]
+            if self._current.get(target.place) == conversation_id:
+                del self._current[target.place]
+        self._backend.delete_conversation(conversation_id)
+        return True
+
+    def _belongs(self, conversation: Conversation, place: Place) -> bool:
+        return conversation.place.user_id == place.user_id and conversation.place.chat_id == place.chat_id
+
+    def _create(self, place: Place, encoding: str) -> Conversation:
+        """A new current conversation for `place`; the caller holds the lock."""
+        conversation = Conversation(next(self._ids), place, encoding)
+        self._conversations[conversation.id] = conversation
+        self._current[place] = conversation.id
+        return conversation

@@ -1,4 +1,4 @@
-"""SQLite persistence: sessions written through after every change, and the update journal.
+"""SQLite persistence: profiles and conversations written through after every change, the update journal.
 
 WAL mode with synchronous=NORMAL survives `kill -9` of the bot (only an OS crash
 could lose the last commits). History is appended, not rewritten: a turn costs
@@ -17,12 +17,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sessions import Message, Session, Usage
+from sessions import Conversation, Message, Place, Profile, Session, Usage
 
 log = logging.getLogger(__name__)
 
+SCHEMA_VERSION = 2
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS sessions (
+CREATE TABLE IF NOT EXISTS profiles (
     user_id INTEGER PRIMARY KEY,
     name TEXT NOT NULL,
     model TEXT NOT NULL,
@@ -30,17 +31,32 @@ CREATE TABLE IF NOT EXISTS sessions (
     system_tokens INTEGER NOT NULL,
     encoding TEXT NOT NULL,
     preset TEXT,
+    language TEXT,
+    rich INTEGER,
     usage TEXT NOT NULL,
-    warned INTEGER NOT NULL,
     last_active REAL NOT NULL
 );
-CREATE TABLE IF NOT EXISTS messages (
+CREATE TABLE IF NOT EXISTS conversations (
+    id INTEGER PRIMARY KEY,
     user_id INTEGER NOT NULL,
+    chat_id INTEGER NOT NULL,
+    thread_id INTEGER,
+    is_current INTEGER NOT NULL,
+    title TEXT NOT NULL,
+    encoding TEXT NOT NULL,
+    warned INTEGER NOT NULL,
+    created REAL NOT NULL,
+    last_active REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS conversations_by_user ON conversations (user_id, chat_id);
+CREATE TABLE IF NOT EXISTS messages (
+    conversation_id INTEGER NOT NULL,
     seq INTEGER NOT NULL,
     role TEXT NOT NULL,
     content TEXT NOT NULL,
     tokens INTEGER NOT NULL,
-    PRIMARY KEY (user_id, seq)
+    images TEXT,
+    PRIMARY KEY (conversation_id, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS pending_updates (
     update_id INTEGER PRIMARY KEY,
@@ -50,65 +66,140 @@ CREATE TABLE IF NOT EXISTS pending_updates (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
+# 2.0.0 kept one session per user, used in private and in groups alike. It becomes that user's
+# profile and the current conversation of their private chat: private, whatever was said there.
+MIGRATE_FROM_1 = """
+ALTER TABLE messages RENAME TO messages_v1;
+ALTER TABLE sessions RENAME TO sessions_v1;
+""" + SCHEMA + """
+INSERT INTO profiles SELECT user_id, name, model, system_prompt, system_tokens, encoding, preset, NULL, NULL,
+    usage, last_active FROM sessions_v1;
+INSERT INTO conversations SELECT user_id, user_id, user_id, NULL, 1,
+    COALESCE((SELECT substr(content, 1, 48) FROM messages_v1 m
+              WHERE m.user_id = s.user_id AND role = 'user' ORDER BY seq LIMIT 1), ''),
+    encoding, warned, last_active, last_active FROM sessions_v1 s;
+INSERT INTO messages SELECT user_id, seq, role, content, tokens, NULL FROM messages_v1;
+DROP TABLE messages_v1;
+DROP TABLE sessions_v1;
+"""
+
 
 class SqliteBackend:
-    """Sessions and pending updates in one SQLite file; safe to share between threads."""
+    """Profiles, conversations and pending updates in one SQLite file; safe to share between threads."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
         self._lock = threading.Lock()
-        # What each session looks like on disk: (epoch, rows saved), to append only the new rows.
+        # What each conversation looks like on disk: (epoch, rows saved), to append only the new rows.
         self._saved: dict[int, tuple[int, int]] = {}
         self._last_error_log: float | None = None
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA)
+            self._migrate()
 
-    def load_sessions(self) -> list[Session]:
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        old = self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'sessions'").fetchone()
+        if version < SCHEMA_VERSION and old:
+            log.info("migrating %s from the 2.0.0 layout (one session per user)", self.path)
+            self._db.executescript(f"BEGIN IMMEDIATE; {MIGRATE_FROM_1} "
+                                   f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+        else:
+            self._db.executescript(SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};")
+
+    def load(self) -> tuple[list[Profile], list[tuple[Conversation, bool]]]:
         with self._lock:
-            rows = self._db.execute("SELECT * FROM sessions").fetchall()
+            profile_rows = self._db.execute("SELECT * FROM profiles").fetchall()
+            conversation_rows = self._db.execute("SELECT * FROM conversations").fetchall()
             history: dict[int, list[Message]] = {}
-            for user_id, role, content, tokens in self._db.execute(
-                    "SELECT user_id, role, content, tokens FROM messages ORDER BY user_id, seq"):
-                history.setdefault(user_id, []).append(Message(role, content, tokens))
-        sessions = []
-        for (user_id, name, model, prompt, prompt_tokens, encoding, preset, usage, warned,
-             last_active) in rows:
-            messages = history.get(user_id, [])
-            sessions.append(Session(
-                user_id=user_id, name=name, model=model, system_prompt=prompt,
-                system_tokens=prompt_tokens, encoding=encoding, preset=preset, messages=messages,
-                usage=Usage(**json.loads(usage)), warned=bool(warned), last_active=last_active))
-            self._saved[user_id] = (0, len(messages))
-        return sessions
+            for cid, role, content, tokens, images in self._db.execute(
+                    "SELECT conversation_id, role, content, tokens, images FROM messages "
+                    "ORDER BY conversation_id, seq"):
+                refs = tuple(json.loads(images)) if images else ()
+                history.setdefault(cid, []).append(Message(role, content, tokens, refs))
+        profiles = [
+            Profile(user_id=user_id, name=name, model=model, system_prompt=prompt,
+                    system_tokens=prompt_tokens, encoding=encoding, preset=preset, language=language,
+                    rich=None if rich is None else bool(rich), usage=Usage(**json.loads(usage)),
+                    last_active=last_active)
+            for (user_id, name, model, prompt, prompt_tokens, encoding, preset, language, rich, usage,
+                 last_active) in profile_rows]
+        conversations = []
+        for (cid, user_id, chat_id, thread_id, current, title, encoding, warned, created,
+             last_active) in conversation_rows:
+            messages = history.get(cid, [])
+            conversations.append((Conversation(
+                id=cid, place=Place(chat_id, user_id, thread_id), encoding=encoding, messages=messages,
+                title=title, warned=bool(warned), created=created, last_active=last_active), bool(current)))
+            self._saved[cid] = (0, len(messages))
+        return profiles, conversations
 
-    def save_session(self, session: Session) -> None:
-        epoch, saved = self._saved.get(session.user_id, (None, 0))
-        rewrite = epoch != session.epoch or saved > len(session.messages)
+    def save(self, session: Session, current: bool) -> None:
+        """Write the profile and the conversation: new messages are appended, a dropped history rewritten."""
+        conversation = session.conversation
+        epoch, saved = self._saved.get(conversation.id, (None, 0))
+        rewrite = epoch != conversation.epoch or saved > len(conversation.messages)
         start = 0 if rewrite else saved
-        usage = json.dumps({"prompt_tokens": session.usage.prompt_tokens,
-                            "completion_tokens": session.usage.completion_tokens,
-                            "requests": session.usage.requests})
+        place = conversation.place
         try:
             with self._lock, self._transaction():
+                self._write_profile(session.profile)
                 self._db.execute(
-                    "INSERT OR REPLACE INTO sessions VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    (session.user_id, session.name, session.model, session.system_prompt,
-                     session.system_tokens, session.encoding, session.preset, usage,
-                     int(session.warned), session.last_active))
+                    "INSERT OR REPLACE INTO conversations VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (conversation.id, place.user_id, place.chat_id, place.thread_id, int(current),
+                     conversation.title, conversation.encoding, int(conversation.warned),
+                     conversation.created, conversation.last_active))
+                if current:  # one current conversation per place
+                    self._db.execute(
+                        "UPDATE conversations SET is_current = 0 WHERE user_id = ? AND chat_id = ? "
+                        "AND thread_id IS ? AND id != ?",
+                        (place.user_id, place.chat_id, place.thread_id, conversation.id))
                 if rewrite:
-                    self._db.execute("DELETE FROM messages WHERE user_id = ?", (session.user_id,))
+                    self._db.execute("DELETE FROM messages WHERE conversation_id = ?", (conversation.id,))
                 self._db.executemany(
-                    "INSERT OR REPLACE INTO messages VALUES (?,?,?,?,?)",
-                    [(session.user_id, seq, m.role, m.content, m.tokens)
-                     for seq, m in enumerate(session.messages[start:], start)])
-            self._saved[session.user_id] = (session.epoch, len(session.messages))
+                    "INSERT OR REPLACE INTO messages VALUES (?,?,?,?,?,?)",
+                    [(conversation.id, seq, m.role, m.content, m.tokens,
+                      json.dumps(m.images) if m.images else None)
+                     for seq, m in enumerate(conversation.messages[start:], start)])
+            self._saved[conversation.id] = (conversation.epoch, len(conversation.messages))
         except sqlite3.Error as exc:
-            self._saved.pop(session.user_id, None)  # rewrite in full next time
-            self._log_error(f"saving session {session.user_id}", exc)
+            self._saved.pop(conversation.id, None)  # rewrite in full next time
+            self._log_error(f"saving conversation {conversation.id} of user {place.user_id}", exc)
+
+    def save_profile(self, profile: Profile) -> None:
+        try:
+            with self._lock, self._transaction():
+                self._write_profile(profile)
+        except sqlite3.Error as exc:
+            self._log_error(f"saving the settings of user {profile.user_id}", exc)
+
+    def delete_conversation(self, conversation_id: int) -> None:
+        try:
+            with self._lock, self._transaction():
+                self._db.execute("DELETE FROM messages WHERE conversation_id = ?", (conversation_id,))
+                self._db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+            self._saved.pop(conversation_id, None)
+        except sqlite3.Error as exc:
+            self._log_error(f"deleting conversation {conversation_id}", exc)
+
+    def image_refs(self) -> set[str]:
+        """Every image reference a stored message holds (for dropping unreferenced files)."""
+        with self._lock:
+            rows = self._db.execute("SELECT images FROM messages WHERE images IS NOT NULL").fetchall()
+        return {ref for (images,) in rows for ref in json.loads(images)}
+
+    def _write_profile(self, profile: Profile) -> None:
+        usage = json.dumps({"prompt_tokens": profile.usage.prompt_tokens,
+                            "completion_tokens": profile.usage.completion_tokens,
+                            "requests": profile.usage.requests})
+        self._db.execute(
+            "INSERT OR REPLACE INTO profiles VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (profile.user_id, profile.name, profile.model, profile.system_prompt, profile.system_tokens,
+             profile.encoding, profile.preset, profile.language,
+             None if profile.rich is None else int(profile.rich), usage, profile.last_active))
 
     def journal_add(self, update_id: int, body: dict[str, Any]) -> None:
         """Remember an update before it is handled, so a crash replays it."""

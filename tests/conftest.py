@@ -22,7 +22,7 @@ if _CACHE.is_dir() and "TIKTOKEN_CACHE_DIR" not in os.environ:
 
 from bot import Bot  # noqa: E402
 from config import load_config  # noqa: E402
-from sessions import Session  # noqa: E402
+from sessions import Place, Session  # noqa: E402
 from storage import SqliteBackend  # noqa: E402
 from tests.fakes.openai import FakeOpenAI, Reply  # noqa: E402
 from tests.fakes.telegram import FakeTelegram  # noqa: E402
@@ -108,9 +108,10 @@ class Harness:
     def idle(self, timeout: float = 15) -> None:
         assert self.bot.dispatcher.wait_idle(timeout), "the bot did not finish its work"
 
-    def session(self, user: int = ALICE) -> Session:
+    def session(self, user: int = ALICE, chat: int | None = None, thread: int | None = None) -> Session:
+        """The user's current conversation in a chat (default: their private chat)."""
         assert self.bot.app is not None
-        return self.bot.app.store.get(user)
+        return self.bot.app.store.get(Place(user if chat is None else chat, user, thread))
 
 
 @pytest.fixture

@@ -60,7 +60,7 @@ def test_admin_is_always_allowed(harness: Harness) -> None:
 
 def test_commands_registered_in_menu(harness: Harness) -> None:
     names = [c["command"] for c in harness.tg.commands]
-    assert names == ["start", "help", "info", "t", "clear", "model", "system", "preset", "sessions"]
+    assert names == ["start", "help", "info", "t", "clear", "model", "system", "preset", "sessions", "lang"]
 
 
 def test_start_and_help_list_commands(harness: Harness) -> None:
@@ -95,7 +95,7 @@ def test_clear_keeps_model_and_prompt(harness: Harness) -> None:
     harness.ask("/model gpt-5.4")
     harness.ask("/system Talk like a pirate.")
     harness.ask("hello")
-    assert "2 messages cleared" in harness.ask("/clear")
+    assert "messages cleared: 2" in harness.ask("/clear")
     session = harness.session()
     assert session.messages == [] and session.model == "gpt-5.4"
     assert session.system_prompt == "Talk like a pirate."

@@ -174,7 +174,8 @@ def test_full_disk_is_logged_and_chat_goes_on(start_bot: Callable[..., Harness],
     repair_connection(h.bot.backend, failing)
     assert h.ask("disk is back") == "echo: disk is back"
     h.bot.shutdown(grace=1)
-    restored = {s.user_id: s for s in type(h.bot.backend)(h.data_dir / "sessions.sqlite3").load_sessions()}
+    _, conversations = type(h.bot.backend)(h.data_dir / "sessions.sqlite3").load()
+    restored = {c.place.user_id: c for c, current in conversations if current}
     assert [m.content for m in restored[ALICE].messages] == [
         "still there?", "echo: still there?", "disk is back", "echo: disk is back"]
 

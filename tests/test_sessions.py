@@ -1,44 +1,61 @@
-"""Tests for sessions.py: Session token bookkeeping, fitting, warnings, and the SessionStore."""
+"""Tests for sessions.py: token bookkeeping, fitting, warnings, places, and the SessionStore."""
 
 from __future__ import annotations
 
 import pytest
 
-from sessions import Fit, Message, Session, SessionStore, Usage
+from sessions import Conversation, Fit, Message, Place, Profile, Session, SessionStore, Usage
 from tokens import REPLY_PRIMING
 
 SYSTEM_TOKENS = 10
 
 
+def make_profile(user_id: int = 1, system_prompt: str = "Be brief.") -> Profile:
+    return Profile(user_id=user_id, model="gpt-test", system_prompt=system_prompt,
+                   system_tokens=SYSTEM_TOKENS, encoding="o200k_base")
+
+
 def make_session(user_id: int = 1, *history_tokens: int, system_prompt: str = "Be brief.") -> Session:
-    session = Session(user_id=user_id, model="gpt-test", system_prompt=system_prompt,
-                      system_tokens=SYSTEM_TOKENS, encoding="o200k_base")
+    conversation = Conversation(1, Place(user_id, user_id), "o200k_base")
+    session = Session(make_profile(user_id, system_prompt), conversation)
     for i, tokens in enumerate(history_tokens):
         session.add("user" if i % 2 == 0 else "assistant", f"message {i}", tokens)
     return session
 
 
 class RecordingBackend:
-    def __init__(self, sessions: list[Session] | None = None) -> None:
-        self.loaded = sessions or []
-        self.saved: list[Session] = []
+    def __init__(self, profiles: list[Profile] | None = None,
+                 conversations: list[tuple[Conversation, bool]] | None = None) -> None:
+        self.loaded = (profiles or [], conversations or [])
+        self.saved: list[tuple[Session, bool]] = []
+        self.deleted: list[int] = []
 
-    def load_sessions(self) -> list[Session]:
+    def load(self) -> tuple[list[Profile], list[tuple[Conversation, bool]]]:
         return self.loaded
 
-    def save_session(self, session: Session) -> None:
-        self.saved.append(session)
+    def save(self, session: Session, current: bool) -> None:
+        self.saved.append((session, current))
+
+    def save_profile(self, profile: Profile) -> None:
+        pass
+
+    def delete_conversation(self, conversation_id: int) -> None:
+        self.deleted.append(conversation_id)
 
 
 def make_store(backend: RecordingBackend | None = None) -> tuple[SessionStore, list[int]]:
-    """A store over `backend` whose factory records the user ids it created sessions for."""
+    """A store over `backend` whose factory records the user ids it created profiles for."""
     created: list[int] = []
 
-    def factory(user_id: int) -> Session:
+    def factory(user_id: int) -> Profile:
         created.append(user_id)
-        return make_session(user_id)
+        return make_profile(user_id)
 
     return SessionStore(backend or RecordingBackend(), factory), created
+
+
+def private(user_id: int) -> Place:
+    return Place(user_id, user_id)
 
 
 # --- Session -------------------------------------------------------------------------------------
@@ -54,8 +71,8 @@ def test_add_updates_history_and_prompt_tokens() -> None:
 
 def test_history_tokens_computed_from_initial_messages() -> None:
     messages = [Message("user", "a", 4), Message("assistant", "b", 6)]
-    session = Session(1, "m", "p", 2, "o200k_base", messages=messages)
-    assert session.history_tokens == 10
+    conversation = Conversation(1, private(1), "o200k_base", messages=messages)
+    assert Session(make_profile(), conversation).history_tokens == 10
 
 
 @pytest.mark.parametrize(("message_tokens", "expected"), [
@@ -87,9 +104,9 @@ def test_crosses_warning_fires_once_and_again_after_clear() -> None:
 def test_clear_drops_history_bumps_epoch_and_keeps_the_rest() -> None:
     session = make_session(1, 5, 7)
     session.usage.add(100, 20)
-    session.preset = "coder"
+    session.profile.preset = "coder"
     session.clear()
-    assert (session.messages, session.history_tokens, session.epoch) == ([], 0, 1)
+    assert (session.messages, session.history_tokens, session.conversation.epoch) == ([], 0, 1)
     assert (session.model, session.system_prompt, session.system_tokens) == ("gpt-test", "Be brief.", 10)
     assert session.preset == "coder"
     assert session.usage == Usage(prompt_tokens=100, completion_tokens=20, requests=1)
@@ -98,10 +115,12 @@ def test_clear_drops_history_bumps_epoch_and_keeps_the_rest() -> None:
 
 def test_set_system_prompt_replaces_prompt_and_clears() -> None:
     session = make_session(1, 5, 7)
-    session.warned = True
+    session.conversation.warned = True
     session.set_system_prompt("Translate.", 3, preset="translator")
     assert (session.system_prompt, session.system_tokens, session.preset) == ("Translate.", 3, "translator")
-    assert (session.messages, session.history_tokens, session.warned, session.epoch) == ([], 0, False, 1)
+    conversation = session.conversation
+    assert (session.messages, session.history_tokens) == ([], 0)
+    assert (conversation.warned, conversation.epoch) == (False, 1)
 
 
 def length_counter(role: str, content: str) -> int:
@@ -111,17 +130,18 @@ def length_counter(role: str, content: str) -> int:
 def test_recount_with_a_new_encoding() -> None:
     session = make_session(1, 5, 7)
     session.recount("cl100k_base", length_counter)
-    assert session.encoding == "cl100k_base"
+    assert session.profile.encoding == session.conversation.encoding == "cl100k_base"
     assert session.system_tokens == len("system") + len("Be brief.")
     assert [m.tokens for m in session.messages] == [len("user") + 9, len("assistant") + 9]
     assert session.history_tokens == sum(m.tokens for m in session.messages)
-    assert session.epoch == 1
+    assert session.conversation.epoch == 1
 
 
 def test_recount_with_the_same_encoding_does_nothing() -> None:
     session = make_session(1, 5, 7)
     session.recount("o200k_base", lambda role, content: pytest.fail("must not recount"))
-    assert (session.history_tokens, session.system_tokens, session.epoch) == (12, SYSTEM_TOKENS, 0)
+    assert (session.history_tokens, session.system_tokens) == (12, SYSTEM_TOKENS)
+    assert session.conversation.epoch == 0
 
 
 def test_request_messages_shape() -> None:
@@ -133,6 +153,18 @@ def test_request_messages_shape() -> None:
     ]
     without_system = make_session(2, 5, system_prompt="")
     assert without_system.request_messages() == [{"role": "user", "content": "message 0"}]
+    assert session.request_messages(history=False) == [{"role": "system", "content": "Be brief."}]
+    assert without_system.request_messages(history=False) == []
+
+
+def test_request_messages_with_images_become_content_parts() -> None:
+    session = make_session(1)
+    session.add("user", "what is this?", 90, images=("abc.jpg",))
+    assert session.request_messages(image_url=lambda ref: f"data:{ref}") == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "text", "text": "what is this?"},
+                                     {"type": "image_url", "image_url": {"url": "data:abc.jpg"}}]},
+    ]
 
 
 def test_usage_sums_requests() -> None:
@@ -145,43 +177,89 @@ def test_usage_sums_requests() -> None:
 # --- SessionStore --------------------------------------------------------------------------------
 
 
-def test_store_get_creates_once_and_returns_the_same_object() -> None:
+def test_store_get_creates_once_and_returns_the_same_conversation() -> None:
     store, created = make_store()
-    first = store.get(7)
-    assert store.get(7) is first
+    first = store.get(private(7))
+    again = store.get(private(7))
+    assert again.conversation is first.conversation and again.profile is first.profile
     assert created == [7]
     assert len(store) == 1
 
 
 def test_store_users_are_independent() -> None:
     store, created = make_store()
-    alice, bob = store.get(1), store.get(2)
+    alice, bob = store.get(private(1)), store.get(private(2))
     alice.add("user", "hi", 5)
-    assert alice is not bob
     assert (alice.user_id, bob.user_id) == (1, 2)
     assert (alice.history_tokens, bob.history_tokens) == (5, 0)
     assert created == [1, 2]
     assert {s.user_id for s in store.all()} == {1, 2}
 
 
+def test_places_have_separate_histories_and_share_the_profile() -> None:
+    store, created = make_store()
+    home, group, topic = private(1), Place(-100, 1), Place(-100, 1, thread_id=5)
+    store.get(home).add("user", "my secret", 5)
+    in_group, in_topic = store.get(group), store.get(topic)
+    assert in_group.messages == [] and in_topic.messages == []
+    assert in_group.conversation is not in_topic.conversation
+    in_group.model = "other-model"  # a setting: the user's, wherever they write
+    assert store.get(home).model == store.get(topic).model == "other-model"
+    assert created == [1]
+    assert home.private and not group.private
+
+
 def test_store_get_updates_the_name() -> None:
     store, _ = make_store()
-    assert store.get(1, "Alice").name == "Alice"
-    assert store.get(1).name == "Alice"  # an empty name keeps the old one
-    assert store.get(1, "Alice (@alice)").name == "Alice (@alice)"
+    assert store.get(private(1), "Alice").profile.name == "Alice"
+    assert store.get(private(1)).profile.name == "Alice"  # an empty name keeps the old one
+    assert store.get(private(1), "Alice (@alice)").profile.name == "Alice (@alice)"
 
 
-def test_store_serves_loaded_sessions_without_the_factory() -> None:
+def test_store_serves_loaded_conversations_without_the_factory() -> None:
     loaded = make_session(5, 3)
-    store, created = make_store(RecordingBackend([loaded]))
-    assert store.get(5) is loaded
+    store, created = make_store(RecordingBackend([loaded.profile], [(loaded.conversation, True)]))
+    session = store.get(private(5))
+    assert session.conversation is loaded.conversation and session.profile is loaded.profile
     assert created == []
+    assert store.get(Place(5, 5, thread_id=9)).conversation.id > loaded.conversation.id  # ids never clash
 
 
-def test_store_save_calls_the_backend() -> None:
+def test_store_save_calls_the_backend_with_whether_it_is_current() -> None:
     backend = RecordingBackend()
     store, _ = make_store(backend)
-    session = store.get(3)
+    session = store.get(private(3))
     store.save(session)
-    assert backend.saved == [session]
-    assert backend.saved[0] is session
+    assert backend.saved == [(session, True)]
+
+
+def test_new_conversation_keeps_the_old_one_and_reuses_an_empty_one() -> None:
+    backend = RecordingBackend()
+    store, _ = make_store(backend)
+    first = store.get(private(1))
+    assert store.new_conversation(private(1)).conversation is first.conversation  # empty: reused
+    first.add("user", "hello", 4)
+    second = store.new_conversation(private(1))
+    assert second.conversation is not first.conversation
+    assert store.get(private(1)).conversation is second.conversation
+    assert [c.id for c in store.conversations(private(1))] == [second.conversation.id, first.conversation.id]
+    assert (first.conversation.id, False) in [(s.conversation.id, cur) for s, cur in backend.saved]
+
+
+def test_resume_and_delete_stay_within_the_users_chat() -> None:
+    backend = RecordingBackend()
+    store, _ = make_store(backend)
+    old = store.get(private(1))
+    old.add("user", "old topic", 4)
+    store.new_conversation(private(1)).add("user", "new topic", 4)
+    group = store.get(Place(-100, 1))
+    group.add("user", "group talk", 4)
+    assert store.resume(Place(-100, 1), old.conversation.id) is None  # never into another chat
+    assert store.resume(private(2), old.conversation.id) is None  # never another user's
+    resumed = store.resume(private(1), old.conversation.id)
+    assert resumed is not None and resumed.messages[0].content == "old topic"
+    assert store.get(private(1)).conversation is old.conversation
+    assert not store.delete(private(1), group.conversation.id)
+    assert store.delete(private(1), old.conversation.id)
+    assert backend.deleted == [old.conversation.id]
+    assert store.get(private(1)).messages == []  # the deleted one was current: a fresh one takes over

@@ -1,4 +1,5 @@
-"""Tests for storage.py: SQLite sessions (append, rewrite, failure recovery), journal and meta."""
+"""Tests for storage.py: SQLite profiles and conversations (append, rewrite, failure recovery, the 2.0.0
+migration), journal and meta."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 import storage
-from sessions import Session, Usage
+from sessions import Conversation, Place, Profile, Session, Usage
 from storage import SqliteBackend
 from tests.conftest import break_connection, repair_connection
 
@@ -29,9 +30,11 @@ def backend(db_path: Path) -> Iterator[SqliteBackend]:
 
 
 def make_session(user_id: int = 1, turns: int = 1) -> Session:
-    session = Session(user_id=user_id, model="gpt-5.4-mini", system_prompt="Be brief.", system_tokens=7,
+    """A session whose conversation id is the user id (one conversation each in these tests)."""
+    profile = Profile(user_id=user_id, model="gpt-5.4-mini", system_prompt="Be brief.", system_tokens=7,
                       encoding="o200k_base", name="Alice (@alice)", preset="default",
-                      usage=Usage(prompt_tokens=120, completion_tokens=30, requests=2), warned=True)
+                      usage=Usage(prompt_tokens=120, completion_tokens=30, requests=2))
+    session = Session(profile, Conversation(user_id, Place(user_id, user_id), "o200k_base", warned=True))
     for i in range(turns):
         add_turn(session, i)
     return session
@@ -43,12 +46,18 @@ def add_turn(session: Session, i: int) -> None:
 
 
 def reload(path: Path) -> dict[int, Session]:
-    """The sessions a fresh backend (a restarted bot) finds on disk."""
+    """The current conversations a fresh backend (a restarted bot) finds on disk, by user."""
     fresh = SqliteBackend(path)
     try:
-        return {s.user_id: s for s in fresh.load_sessions()}
+        profiles, conversations = fresh.load()
     finally:
         fresh.close()
+    by_user = {p.user_id: p for p in profiles}
+    return {c.place.user_id: Session(by_user[c.place.user_id], c) for c, current in conversations if current}
+
+
+def save(backend: SqliteBackend, session: Session) -> None:
+    backend.save(session, current=True)
 
 
 def query(path: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
@@ -59,11 +68,13 @@ def query(path: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
 def tamper_first_message(path: Path, user_id: int) -> None:
     """Change a saved row behind the backend's back: it survives only if later saves append."""
     with sqlite3.connect(path) as db:
-        db.execute("UPDATE messages SET content = 'tampered' WHERE user_id = ? AND seq = 0", (user_id,))
+        db.execute("UPDATE messages SET content = 'tampered' WHERE conversation_id = ? AND seq = 0",
+                   (user_id,))
 
 
 def contents(path: Path, user_id: int) -> list[str]:
-    return [c for (c,) in query(path, "SELECT content FROM messages WHERE user_id = ? ORDER BY seq", user_id)]
+    sql = "SELECT content FROM messages WHERE conversation_id = ? ORDER BY seq"
+    return [c for (c,) in query(path, sql, user_id)]
 
 
 # --- sessions ------------------------------------------------------------------------------------
@@ -71,9 +82,9 @@ def contents(path: Path, user_id: int) -> list[str]:
 
 def test_save_then_load_in_a_new_backend_gives_equal_sessions(backend: SqliteBackend, db_path: Path) -> None:
     alice, bob = make_session(1, turns=2), make_session(2, turns=0)
-    bob.preset, bob.warned, bob.name = None, False, ""
-    backend.save_session(alice)
-    backend.save_session(bob)
+    bob.profile.preset, bob.conversation.warned, bob.profile.name = None, False, ""
+    save(backend, alice)
+    save(backend, bob)
     loaded = reload(db_path)
     assert loaded == {1: alice, 2: bob}
     assert [(m.role, m.content, m.tokens) for m in loaded[1].messages] == \
@@ -84,58 +95,124 @@ def test_save_then_load_in_a_new_backend_gives_equal_sessions(backend: SqliteBac
 
 def test_saving_after_appending_only_inserts_new_rows(backend: SqliteBackend, db_path: Path) -> None:
     session = make_session(1, turns=1)
-    backend.save_session(session)
+    save(backend, session)
     tamper_first_message(db_path, 1)
     add_turn(session, 1)
-    backend.save_session(session)
-    assert query(db_path, "SELECT COUNT(*) FROM messages WHERE user_id = 1") == [(4,)]
+    save(backend, session)
+    assert query(db_path, "SELECT COUNT(*) FROM messages WHERE conversation_id = 1") == [(4,)]
     assert contents(db_path, 1) == ["tampered", "answer 0\nwith two lines",
                                     session.messages[2].content, session.messages[3].content]
 
 
 def test_saving_after_clear_rewrites_the_history(backend: SqliteBackend, db_path: Path) -> None:
     session = make_session(1, turns=2)
-    backend.save_session(session)
+    save(backend, session)
     session.clear()
-    backend.save_session(session)
-    assert query(db_path, "SELECT COUNT(*) FROM messages WHERE user_id = 1") == [(0,)]
+    save(backend, session)
+    assert query(db_path, "SELECT COUNT(*) FROM messages WHERE conversation_id = 1") == [(0,)]
     session.add("user", "fresh start", 3)
-    backend.save_session(session)
+    save(backend, session)
     assert contents(db_path, 1) == ["fresh start"]
     assert reload(db_path)[1].history_tokens == 3
 
 
 def test_saving_after_recount_rewrites_token_counts(backend: SqliteBackend, db_path: Path) -> None:
     session = make_session(1, turns=1)
-    backend.save_session(session)
+    save(backend, session)
     session.recount("cl100k_base", lambda role, content: 99)
-    backend.save_session(session)
+    save(backend, session)
     loaded = reload(db_path)[1]
-    assert (loaded.encoding, loaded.system_tokens) == ("cl100k_base", 99)
+    assert (loaded.conversation.encoding, loaded.profile.encoding, loaded.system_tokens) == (
+        "cl100k_base", "cl100k_base", 99)
     assert [m.tokens for m in loaded.messages] == [99, 99]
 
 
 def test_sessions_of_other_users_are_untouched_by_a_rewrite(backend: SqliteBackend, db_path: Path) -> None:
     alice, bob = make_session(1, turns=1), make_session(2, turns=2)
-    backend.save_session(alice)
-    backend.save_session(bob)
+    save(backend, alice)
+    save(backend, bob)
     alice.clear()
-    backend.save_session(alice)
-    assert query(db_path, "SELECT user_id, COUNT(*) FROM messages GROUP BY user_id") == [(2, 4)]
+    save(backend, alice)
+    sql = "SELECT conversation_id, COUNT(*) FROM messages GROUP BY conversation_id"
+    assert query(db_path, sql) == [(2, 4)]
 
 
 def test_a_loaded_session_is_appended_to_not_rewritten(backend: SqliteBackend, db_path: Path) -> None:
-    backend.save_session(make_session(1, turns=1))
+    save(backend, make_session(1, turns=1))
     tamper_first_message(db_path, 1)
     fresh = SqliteBackend(db_path)
     try:
-        (session,) = fresh.load_sessions()
+        [profile], [(conversation, _)] = fresh.load()
+        session = Session(profile, conversation)
         add_turn(session, 1)
-        fresh.save_session(session)
+        save(fresh, session)
     finally:
         fresh.close()
     assert contents(db_path, 1)[0] == "tampered"
     assert len(contents(db_path, 1)) == 4
+
+
+def test_conversations_of_one_user_in_several_places(backend: SqliteBackend, db_path: Path) -> None:
+    home = make_session(1, turns=1)
+    group = Session(home.profile, Conversation(50, Place(-100, 1, thread_id=7), "o200k_base"))
+    group.add("user", "in the topic", 4)
+    save(backend, home)
+    save(backend, group)
+    fresh = SqliteBackend(db_path)
+    profiles, conversations = fresh.load()
+    fresh.close()
+    assert len(profiles) == 1
+    assert {c.place: [m.content for m in c.messages] for c, _ in conversations} == {
+        Place(1, 1): [m.content for m in home.messages], Place(-100, 1, 7): ["in the topic"]}
+
+
+def test_only_one_current_conversation_per_place(backend: SqliteBackend, db_path: Path) -> None:
+    old = make_session(1, turns=1)
+    save(backend, old)
+    new = Session(old.profile, Conversation(2, Place(1, 1), "o200k_base"))
+    save(backend, new)
+    assert query(db_path, "SELECT id, is_current FROM conversations ORDER BY id") == [(1, 0), (2, 1)]
+    backend.delete_conversation(1)
+    assert query(db_path, "SELECT id FROM conversations") == [(2,)]
+    assert query(db_path, "SELECT COUNT(*) FROM messages WHERE conversation_id = 1") == [(0,)]
+
+
+V1_SCHEMA = """
+CREATE TABLE sessions (user_id INTEGER PRIMARY KEY, name TEXT NOT NULL, model TEXT NOT NULL,
+    system_prompt TEXT NOT NULL, system_tokens INTEGER NOT NULL, encoding TEXT NOT NULL, preset TEXT,
+    usage TEXT NOT NULL, warned INTEGER NOT NULL, last_active REAL NOT NULL);
+CREATE TABLE messages (user_id INTEGER NOT NULL, seq INTEGER NOT NULL, role TEXT NOT NULL,
+    content TEXT NOT NULL, tokens INTEGER NOT NULL, PRIMARY KEY (user_id, seq)) WITHOUT ROWID;
+CREATE TABLE pending_updates (update_id INTEGER PRIMARY KEY, body TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO sessions VALUES (100, 'Alice', 'gpt-5.4', 'Be brief.', 7, 'o200k_base', 'coder',
+    '{"prompt_tokens": 50, "completion_tokens": 9, "requests": 3}', 1, 1700000000.0);
+INSERT INTO messages VALUES (100, 0, 'user', 'remember 42', 6), (100, 1, 'assistant', 'ok, 42', 5);
+INSERT INTO pending_updates (update_id, body) VALUES (77, '{"update_id": 77}');
+INSERT INTO meta VALUES ('offset', '78');
+"""
+
+
+def test_a_2_0_0_database_migrates_to_the_users_private_chat(db_path: Path) -> None:
+    db_path.parent.mkdir(parents=True)
+    with sqlite3.connect(db_path) as db:
+        db.executescript(V1_SCHEMA)
+    backend = SqliteBackend(db_path)
+    try:
+        [profile], [(conversation, current)] = backend.load()
+        assert backend.get_meta("offset") == "78"
+        assert [u["update_id"] for u in backend.journal_replay()] == [77]
+    finally:
+        backend.close()
+    assert (profile.user_id, profile.name, profile.model, profile.system_prompt, profile.preset) == (
+        100, "Alice", "gpt-5.4", "Be brief.", "coder")
+    assert profile.usage == Usage(50, 9, 3) and profile.system_tokens == 7
+    assert current and conversation.place == Place(100, 100) and conversation.warned
+    assert [(m.role, m.content, m.tokens) for m in conversation.messages] == [
+        ("user", "remember 42", 6), ("assistant", "ok, 42", 5)]
+    assert conversation.title == "remember 42"
+    assert reload(db_path)[100].messages == conversation.messages  # and it opens again as the new layout
 
 
 # --- disk failures -------------------------------------------------------------------------------
@@ -144,44 +221,45 @@ def test_a_loaded_session_is_appended_to_not_rewritten(backend: SqliteBackend, d
 def test_failed_save_logs_does_not_raise_and_next_save_rewrites_in_full(
         backend: SqliteBackend, db_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     session = make_session(1, turns=1)
-    backend.save_session(session)
+    save(backend, session)
     tamper_first_message(db_path, 1)
     add_turn(session, 1)
 
-    failing = break_connection(backend, "INSERT OR REPLACE INTO SESSIONS")
+    failing = break_connection(backend, "INSERT OR REPLACE INTO PROFILES")
     with caplog.at_level(logging.ERROR, logger="storage"):
-        backend.save_session(session)  # must not raise
+        save(backend, session)  # must not raise
     assert failing.failures == 1
     assert [r.levelno for r in caplog.records] == [logging.ERROR]
     assert "STORAGE FAILURE" in caplog.text and "disk I/O error" in caplog.text
     assert len(contents(db_path, 1)) == 2  # the failed transaction was rolled back
 
     repair_connection(backend, failing)
-    backend.save_session(session)
+    save(backend, session)
     assert contents(db_path, 1) == [m.content for m in session.messages]  # "tampered" is gone: rewritten
     assert reload(db_path)[1] == session
 
 
-def test_failed_message_insert_rolls_back_the_session_row(backend: SqliteBackend, db_path: Path) -> None:
+def test_failed_message_insert_rolls_back_the_session_rows(backend: SqliteBackend, db_path: Path) -> None:
     session = make_session(1, turns=1)
     failing = break_connection(backend, "INSERT OR REPLACE INTO MESSAGES")
-    backend.save_session(session)
+    save(backend, session)
     assert failing.failures == 1
-    assert query(db_path, "SELECT COUNT(*) FROM sessions") == [(0,)]
+    assert query(db_path, "SELECT COUNT(*) FROM profiles") == [(0,)]
+    assert query(db_path, "SELECT COUNT(*) FROM conversations") == [(0,)]
     repair_connection(backend, failing)
-    backend.save_session(session)
+    save(backend, session)
     assert reload(db_path)[1] == session
 
 
 def test_failed_commit_does_not_break_later_saves(backend: SqliteBackend, db_path: Path) -> None:
     session = make_session(1, turns=1)
     failing = break_connection(backend, "COMMIT")
-    backend.save_session(session)
+    save(backend, session)
     assert failing.failures == 1
     repair_connection(backend, failing)
     assert not backend._db.in_transaction
     add_turn(session, 1)
-    backend.save_session(session)
+    save(backend, session)
     assert reload(db_path).get(1) == session
 
 
@@ -190,7 +268,7 @@ def test_first_failure_is_logged_soon_after_boot(backend: SqliteBackend, monkeyp
     monkeypatch.setattr(storage.time, "monotonic", lambda: 30.0)  # the machine booted 30 s ago
     break_connection(backend, "INSERT")
     with caplog.at_level(logging.ERROR, logger="storage"):
-        backend.save_session(make_session())
+        save(backend, make_session())
     assert "STORAGE FAILURE" in caplog.text
 
 

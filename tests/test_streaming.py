@@ -60,7 +60,8 @@ def test_group_ignores_what_is_not_addressed_to_the_bot(harness: Harness) -> Non
     harness.tg.wait_messages(GROUP, before + 1)
     harness.idle()
     assert harness.tg.messages(GROUP)[-1] == "echo: and you?"
-    assert [m.content for m in harness.session(BOB).messages] == ["and you?", "echo: and you?"]
+    assert [m.content for m in harness.session(BOB, chat=GROUP).messages] == ["and you?", "echo: and you?"]
+    assert harness.session(BOB).messages == []  # Bob's private conversation is another place
     assert len(harness.chat_requests()) == 1
 
 

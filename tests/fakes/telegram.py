@@ -189,6 +189,11 @@ class FakeTelegram(FakeServer):
         with self._lock:
             return list(self._actions.get(chat_id, []))
 
+    def commands_for(self, language_code: str) -> list[dict[str, Any]]:
+        """The command menu registered for one language (default scope)."""
+        with self._lock:
+            return copy.deepcopy(self._commands.get(('{"type": "default"}', language_code), []))
+
     @property
     def commands(self) -> list[dict[str, Any]]:
         """Commands set for the default scope and no language."""
@@ -257,9 +262,12 @@ class FakeTelegram(FakeServer):
         username: str | None = None,
         reply_to_message_id: int | None = None,
         entities: list[dict[str, Any]] | None = None,
+        **extra: Any,
     ) -> int:
-        """A user sends a text message; returns the update_id. Commands and mentions get entities."""
-        fields: dict[str, Any] = {"text": text}
+        """A user sends a text message; returns the update_id. Commands and mentions get entities.
+
+        `extra` adds message fields (message_thread_id, is_topic_message) or `language_code`."""
+        fields: dict[str, Any] = {"text": text, **extra}
         found = auto_entities(text) if entities is None else entities
         if found:
             fields["entities"] = found
@@ -277,12 +285,13 @@ class FakeTelegram(FakeServer):
         first_name: str = "User",
         username: str | None = None,
         reply_to_message_id: int | None = None,
+        language_code: str = "en",
         **fields: Any,
     ) -> int:
         """A user sends any message payload, e.g. sticker={...}, photo=[...], voice={...}."""
         chat_id = user_id if chat_id is None else chat_id
         with self._lock:
-            user = self._user(user_id, first_name, username)
+            user = self._user(user_id, first_name, username, language_code)
             self._register_chat(chat_id, chat_type, user)
             if reply_to_message_id is not None:
                 fields["reply_to_message"] = self._reply_payload(chat_id, reply_to_message_id)
@@ -693,11 +702,12 @@ class FakeTelegram(FakeServer):
         scope = p.json("scope", "scope") or {"type": "default"}
         return json.dumps(scope, sort_keys=True), p.text("language_code") or ""
 
-    def _user(self, user_id: int, first_name: str, username: str | None) -> dict[str, Any]:
+    def _user(self, user_id: int, first_name: str, username: str | None,
+              language_code: str = "en") -> dict[str, Any]:
         user: dict[str, Any] = {"id": user_id, "is_bot": False, "first_name": first_name}
         if username:
             user["username"] = username
-        user["language_code"] = "en"
+        user["language_code"] = language_code
         return user
 
     def _register_chat(self, chat_id: int, chat_type: str | None, user: dict[str, Any]) -> None:

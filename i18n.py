@@ -1,0 +1,76 @@
+"""The interface's wording in every language: keys in the code, texts in `locales/<language>.toml`.
+
+Texts are HTML (Telegram's parse mode) with `{name}` placeholders; callers escape the values they
+fill in. A user's language is the one they chose with /lang, else their Telegram app's language
+when there is a translation for it, else English.
+"""
+
+from __future__ import annotations
+
+import string
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+LOCALES = Path(__file__).with_name("locales")
+DEFAULT_LANGUAGE = "en"
+
+
+class CatalogError(Exception):
+    """A locale file is unreadable, or a text is missing from the default language."""
+
+
+@dataclass(frozen=True)
+class Catalog:
+    texts: Mapping[str, Mapping[str, str]]  # language -> key -> text
+
+    @property
+    def languages(self) -> list[str]:
+        return sorted(self.texts)
+
+    def language(self, chosen: str | None, app_language: str | None) -> str:
+        """The language to speak: the user's choice, else their app's when translated, else English."""
+        if chosen in self.texts:
+            return chosen
+        base = (app_language or "").split("-")[0].lower()
+        return base if base in self.texts else DEFAULT_LANGUAGE
+
+    def text(self, language: str, key: str, /, **values: object) -> str:
+        template = self.texts.get(language, {}).get(key) or self.texts[DEFAULT_LANGUAGE].get(key)
+        if template is None:
+            raise CatalogError(f"no text for {key!r}")
+        return template.format(**values) if values else template
+
+
+def load_catalog(folder: Path = LOCALES) -> Catalog:
+    """Every `<language>.toml` in `folder`, nested tables flattened to dotted keys."""
+    texts: dict[str, dict[str, str]] = {}
+    for path in sorted(folder.glob("*.toml")):
+        try:
+            with open(path, "rb") as f:
+                texts[path.stem] = _flatten(tomllib.load(f))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise CatalogError(f"cannot read {path}: {exc}") from None
+    if DEFAULT_LANGUAGE not in texts:
+        raise CatalogError(f"{folder} has no {DEFAULT_LANGUAGE}.toml")
+    return Catalog(texts)
+
+
+def placeholders(template: str) -> set[str]:
+    """The names a text fills in (for the catalog's completeness test)."""
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name}
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    flat: dict[str, str] = {}
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{name}."))
+        elif isinstance(value, str):
+            flat[name] = value
+        else:
+            raise CatalogError(f"{name} must be text")
+    return flat

@@ -1,0 +1,73 @@
+"""The message catalog: complete in every language, and the interface in the user's language."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from i18n import DEFAULT_LANGUAGE, load_catalog, placeholders
+from tests.conftest import ALICE, Harness
+
+CYRILLIC = re.compile(r"[А-Яа-яЁё]")
+
+
+def test_every_language_has_every_key_with_the_same_placeholders() -> None:
+    catalog = load_catalog()
+    assert catalog.languages == ["en", "ru"]
+    reference = catalog.texts[DEFAULT_LANGUAGE]
+    for language, texts in catalog.texts.items():
+        assert set(texts) == set(reference), (language, set(texts) ^ set(reference))
+        for key, text in texts.items():
+            assert placeholders(text) == placeholders(reference[key]), (language, key)
+
+
+def test_russian_texts_are_russian_and_english_ones_are_not() -> None:
+    catalog = load_catalog()
+    for key, text in catalog.texts["en"].items():
+        assert not CYRILLIC.search(text), key
+    untranslated = [k for k, t in catalog.texts["ru"].items() if t == catalog.texts["en"][k]]
+    assert untranslated == [], untranslated
+
+
+def test_language_choice() -> None:
+    catalog = load_catalog()
+    assert catalog.language(None, "ru") == "ru"
+    assert catalog.language(None, "ru-RU") == "ru"
+    assert catalog.language(None, "de") == "en"
+    assert catalog.language(None, None) == "en"
+    assert catalog.language("en", "ru") == "en"
+    assert catalog.language("xx", "ru") == "ru"
+
+
+def ask_as(h: Harness, text: str, language: str, user: int = ALICE) -> str:
+    before = len(h.tg.messages(user))
+    h.tg.send_text(user, text, language_code=language)
+    h.tg.wait_messages(user, before + 1)
+    h.idle()
+    return "\n".join(h.tg.messages(user)[before:])
+
+
+def test_help_follows_the_telegram_language(harness: Harness) -> None:
+    russian = ask_as(harness, "/help", "ru")
+    assert "Команды" in russian and "Начать новый разговор" in russian
+    english = ask_as(harness, "/help", "en")
+    assert "Commands" in english and not CYRILLIC.search(english)
+
+
+def test_lang_overrides_the_app_language_and_survives_a_restart(start_bot: Callable[..., Harness]) -> None:
+    h = start_bot()
+    assert ask_as(h, "/lang en", "ru") == "Done: I speak English with you now."
+    assert "Commands" in ask_as(h, "/help", "ru")
+    h.bot.shutdown(grace=2)
+    again = start_bot()
+    assert not CYRILLIC.search(ask_as(again, "/help", "ru"))
+    assert ask_as(again, "/lang ru", "en") == "Готово: теперь я говорю с вами по-русски."
+    assert ask_as(again, "/lang fr", "en").startswith("Я говорю на языках: en, ru")
+
+
+def test_command_menu_is_registered_in_both_languages(harness: Harness) -> None:
+    english = {c["command"]: c["description"] for c in harness.tg.commands}
+    russian = {c["command"]: c["description"] for c in harness.tg.commands_for("ru")}
+    assert set(english) == set(russian) and "lang" in english
+    assert english["clear"] == "Start a new conversation"
+    assert russian["clear"] == "Начать новый разговор"
