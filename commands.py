@@ -63,6 +63,7 @@ class App:
     active: dict[tuple[int, int], threading.Event] = field(default_factory=dict)
     no_drafts: set[int] = field(default_factory=set)
     started: float = field(default_factory=time.time)
+    discovery_wait: float = 5.0  # seconds a message waits for the providers' model lists after a start
 
     def session(self, inc: Incoming) -> Session:
         """The conversation of the place the update came from, with the user's settings."""
@@ -224,8 +225,10 @@ def _ensure_model(app: App, session: Session) -> str | None:
     registry = app.registry
     if session.model in registry.models or session.model == registry.default_model:
         return None
-    if not registry.discovered.is_set():
-        return None  # a provider's list may still bring it: keep the session's choice
+    # Just after a start the providers' lists may not be in yet, and may still bring the model:
+    # wait for them a little rather than send the message to a model that is gone.
+    if not registry.discovered.wait(app.discovery_wait):
+        return None  # still no lists: keep the user's choice
     old = session.model
     session.model = app.registry.default_model
     app.store.save_profile(session.profile)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -243,12 +244,25 @@ def test_session_on_removed_model_moves_to_default(harness: Harness) -> None:
     assert harness.session().model == "gpt-5.4-mini"
 
 
-def test_session_model_kept_until_providers_have_listed_theirs(harness: Harness) -> None:
-    assert harness.bot.registry.discovered.wait(10)
+def test_session_model_kept_while_providers_never_list_theirs(harness: Harness) -> None:
+    assert harness.bot.registry.discovered.wait(10) and harness.bot.app is not None
     harness.bot.registry.discovered.clear()  # as just after a restart, before the lists arrive
+    harness.bot.app.discovery_wait = 0.1
     harness.session().model = "llama-from-a-list"
     assert harness.ask("hi") == "echo: hi"
     assert harness.chat_requests()[-1]["model"] == "llama-from-a-list"
+
+
+def test_message_right_after_a_restart_waits_for_the_lists_then_leaves_a_removed_model(
+        harness: Harness) -> None:
+    registry = harness.bot.registry
+    assert registry.discovered.wait(10)
+    registry.discovered.clear()  # as just after a restart: the lists arrive a moment later
+    harness.session().model = "gpt-3.5-turbo"
+    threading.Timer(0.3, registry.discovered.set).start()
+    answer = harness.ask("right away")
+    assert "gpt-3.5-turbo is no longer available" in answer and "echo: right away" in answer
+    assert [body["model"] for body in harness.chat_requests()] == ["gpt-5.4-mini"]
 
 
 def test_only_ollama_and_it_lists_nothing_stops_with_a_clear_error(tg: FakeTelegram, tmp_path: Path) -> None:
