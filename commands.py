@@ -146,7 +146,7 @@ def refuse(app: App, inc: Incoming) -> None:
 def handle_chat(app: App, inc: Incoming) -> None:
     """Any text that is not a command: one turn with the model, streamed into the chat."""
     text = inc.text.strip()
-    if not text:
+    if not _clean_arg(text):  # nothing visible: only spaces, marks and invisible characters
         app.reply(inc, app.t(inc, "errors.empty_text"))
         return
     session = app.session(inc)
