@@ -60,7 +60,7 @@ class Bot:
         self.backend = (SqliteBackend(config.data_dir / "sessions.sqlite3")
                         if config.session_store == "sqlite" else None)
         self.sender = Sender(self.telebot, RateLimiter())
-        self.llm = LLMClient(self.registry.providers, timeout=config.request_timeout)
+        self.llm = LLMClient(self.registry.providers, timeout=config.request_timeout, registry=self.registry)
         self.stop_event = threading.Event()
         self.fatal: str | None = None
         self.dispatcher = Dispatcher(config.workers)

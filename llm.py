@@ -1,64 +1,69 @@
 """The provider client: the only code that talks to model APIs.
 
-Every provider is reached through the openai SDK with its own base URL. The
-client holds no conversation state: it takes the messages of one request and
-returns the answer, calling `on_delta` with each piece of text while streaming.
-Failures come out as the typed errors below. Known provider quirks (no
-`stream_options`, `max_completion_tokens` instead of `max_tokens`) are learnt
-from the first refusal, remembered, and the request is retried at once.
+Every provider is reached through the openai SDK with its own base URL. The client holds no
+conversation state: it takes the messages of one request and returns the answer, calling `on_delta`
+with each piece of text and `on_reasoning` with each piece of reasoning while streaming (reasoning
+never enters the answer). Failures come out as the typed errors of `provider_errors`. Known provider
+quirks (no `stream_options`, `max_completion_tokens` instead of `max_tokens`) are learnt from the first
+refusal, remembered, and the request is retried at once; so is a window a refusal states.
+
+REQUEST_TIMEOUT bounds what the user waits: the SDK never retries (a request is sent once, except after
+a refusal that says how to fix it, or a 429 asking to wait a few seconds), a non-streamed answer must
+arrive within it, and a stream may not fall silent for longer. A stop cuts the connection at once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
-import queue
 import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import httpx2
 import openai
 
-from models import ModelInfo, Provider
+import discovery
+from models import ModelInfo, Provider, Registry
+from provider_calls import END, Call, Cancelled, Cutter, Silent, sse_data
+from provider_errors import (
+    AuthFailed,
+    BadRequest,
+    ContextTooLong,
+    ImagesNotSupported,
+    LLMError,
+    ModelNotFound,
+    ProviderDown,
+    ProviderNotConfigured,
+    QuotaExhausted,
+    RateLimited,
+    classify,
+    error_info,
+    translate,
+)
+from reasoning import ThinkSplitter, content_parts, drop_orphan_close
+
+__all__ = [
+    "AuthFailed", "BadRequest", "Completion", "ContextTooLong", "ImagesNotSupported", "LLMClient", "LLMError",
+    "ModelNotFound", "ProviderDown", "ProviderNotConfigured", "QuotaExhausted", "RateLimited", "Request",
+    "Stopped",
+]
 
 log = logging.getLogger(__name__)
 
-CANCEL_POLL = 0.2  # seconds: how soon a stop is noticed while the model is silent
+SHORT_WAIT = 10.0  # seconds: a 429 asking to wait this long or less is waited out once; longer ones are told
+DRAIN_WAIT = 1.0  # seconds for the rest of a body after [DONE]; a slower server loses its connection
 
 
-class LLMError(Exception):
-    """A model request failed; subclasses say how."""
+class Stopped(LLMError):
+    """The caller's stop flag cut a request that has no partial result (a transcription)."""
 
 
-class RateLimited(LLMError):
-    def __init__(self, retry_after: float | None = None) -> None:
-        super().__init__("rate limited")
-        self.retry_after = retry_after
-
-
-class ProviderDown(LLMError):
-    """Connection refused, timeout, 5xx, or a stream that broke off."""
-
-
-class ContextTooLong(LLMError):
-    """The provider counted more tokens than its window holds."""
-
-
-class AuthFailed(LLMError):
-    """The key was refused (401/403)."""
-
-
-class ModelNotFound(LLMError):
-    """The provider does not serve this model (404)."""
-
-
-class BadRequest(LLMError):
-    """Any other refusal of the request (400/422)."""
-
-
-class ProviderNotConfigured(LLMError):
-    """The model's provider has no key or base URL."""
+class _EmptyStream(Exception):
+    """A 200 stream that ended with no event at all (llama-cpp-python's answer to an over-long prompt)."""
 
 
 @dataclass
@@ -66,103 +71,154 @@ class Completion:
     text: str
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    reasoning_tokens: int | None = None  # hidden reasoning, as the API reported it
     finish_reason: str | None = None
     cancelled: bool = False
     interrupted: bool = False  # the stream broke off after some text: `text` is what arrived
+
+    @property
+    def cut_without_text(self) -> bool:
+        """The output budget ran out before any answer (a reasoning model that spent it all thinking)."""
+        return self.finish_reason == "length" and not self.text.strip()
 
 
 @dataclass(frozen=True)
 class Request:
     model: ModelInfo
-    messages: list[dict[str, str]]
+    messages: list[dict[str, Any]]  # content is a string or a list of parts (text, image_url)
     max_tokens: int
     temperature: float | None = None
     stream: bool = True
 
 
 class LLMClient:
-    """Sends chat requests to the configured providers."""
+    """Sends chat requests to the configured providers; reports learnt windows to `registry`."""
 
-    def __init__(self, providers: dict[str, Provider], timeout: float, max_retries: int = 1) -> None:
+    def __init__(self, providers: dict[str, Provider], timeout: float,
+                 registry: Registry | None = None) -> None:
         self._providers = providers
         self._timeout = timeout
-        self._max_retries = max_retries
+        self._registry = registry
         self._clients: dict[str, openai.OpenAI] = {}
         self._lock = threading.Lock()
+        self._cutter = Cutter()
         # Learnt quirks: providers refusing stream_options, models wanting max_completion_tokens.
         self._no_stream_options: set[str] = {n for n, p in providers.items() if not p.stream_options}
         # Model id -> the name its provider wants for the answer's length limit.
         self._length_param: dict[str, str] = {}
         self._no_temperature: set[str] = set()
+        self._ollama_checked: set[str] = set()  # models whose running context /api/ps was asked for
 
     def complete(self, request: Request, on_delta: Callable[[str], None] | None = None,
-                 cancel: threading.Event | None = None) -> Completion:
+                 cancel: threading.Event | None = None,
+                 on_reasoning: Callable[[str], None] | None = None) -> Completion:
         """Run one chat request; streams when `request.stream`, calling `on_delta(piece)` per piece."""
         client = self._client(request.model.provider)
-        for _attempt in range(4):  # each retry removes one learnt quirk
-            params = self._params(request)
+        stream, waited = request.stream, False
+        for _attempt in range(6):  # each retry removes one learnt quirk, or follows one short wait
+            params = self._params(request, stream)
             try:
-                if request.stream:
-                    return self._stream(client, params, on_delta, cancel)
-                return self._plain(client, params)
-            except openai.APIStatusError as exc:
-                if not self._learn(request, params, exc):
-                    raise _translate(exc) from exc
-            except openai.APIError as exc:  # connection errors, and errors sent inside a stream
-                raise _translate(exc) from exc
+                completion = self._exchange(client, params, request, on_delta, on_reasoning, cancel)
+            except _EmptyStream:
+                log.warning("%s/%s: the stream ended with no event at all; asking once more, not streamed",
+                            request.model.provider, request.model.id)
+                stream = False
+                continue
+            except (openai.APIError, LLMError) as exc:
+                if isinstance(exc, openai.APIStatusError) and self._learn(request, params, exc):
+                    continue
+                error = self._typed(exc, request)
+                wait = error.retry_after if isinstance(error, RateLimited) else None
+                if wait is None or wait > SHORT_WAIT or waited:
+                    raise error from exc
+                waited = True
+                log.info("%s asks to wait %.1f s: waiting once", request.model.provider, wait)
+                if (cancel or threading.Event()).wait(wait):
+                    return Completion("", cancelled=True)
+                continue
+            self._after_answer(client, request.model)
+            return completion
         raise BadRequest("the provider refused every variant of the request")
 
+    def transcribe(self, provider: str, model: str, filename: str, data: bytes,
+                   cancel: threading.Event | None = None) -> str:
+        """The text of an audio file (POST /audio/transcriptions)."""
+        client = self._client(provider)
+
+        def work(emit: Callable[[object], None]) -> None:
+            emit(client.audio.transcriptions.create(model=model, file=(filename, data)).text)
+
+        try:
+            text = Call(self._cutter, work).next(cancel, self._timeout)
+        except Cancelled:
+            raise Stopped("transcription stopped") from None
+        except Silent:
+            raise ProviderDown(f"no transcription within {self._timeout:.0f} s") from None
+        except openai.APIError as exc:
+            raise translate(exc, model_id=model) from exc
+        return text if isinstance(text, str) else ""
+
     def list_models(self, provider: str) -> list[tuple[str, int | None]]:
-        """Model ids the provider lists, with the context length where it reports one."""
+        """Model ids the provider lists, with the context window where it reports one."""
         client = self._client(provider)
         try:
-            page = client.models.list()
-        except (openai.APIStatusError, openai.APIConnectionError) as exc:
-            raise _translate(exc) from exc
-        found = []
-        for item in page.data:
-            extra = item.model_extra or {}
-            # OpenRouter reports context_length, vLLM max_model_len.
-            window = _positive(extra.get("context_length") or extra.get("max_model_len"))
-            if window is None and self._providers[provider].context_probe == "ollama":
-                window = self._ollama_context(client, item.id)
-            found.append((item.id, window))
-        return found
+            return discovery.list_models(client, self._providers[provider].context_probe)
+        except openai.APIError as exc:
+            raise translate(exc) from exc
 
-    def _ollama_context(self, client: openai.OpenAI, model_id: str) -> int | None:
-        """Ollama tells a model's context length in /api/show, beside its OpenAI-style /v1."""
-        root = str(client.base_url).rstrip("/").removesuffix("/v1")
+    # -- one exchange ----------------------------------------------------------------------------------
+
+    def _exchange(self, client: openai.OpenAI, params: dict[str, Any], request: Request,
+                  on_delta: Callable[[str], None] | None, on_reasoning: Callable[[str], None] | None,
+                  cancel: threading.Event | None) -> Completion:
+        stream = bool(params.get("stream"))
+
+        def work(emit: Callable[[object], None]) -> None:
+            with client.chat.completions.with_streaming_response.create(**params) as response:
+                if not stream or response.headers.get("content-type", "").startswith("application/json"):
+                    emit(response.json())
+                    return
+                finished = False
+                for data in sse_data(response.iter_lines()):
+                    if not finished:  # after [DONE], read on to the end: the connection is then reused
+                        finished = data.strip() == "[DONE]"
+                        emit(data)
+
+        call = Call(self._cutter, work)
+        answer = _Answer(request, on_delta if stream else None, on_reasoning if stream else None)
         try:
-            info = client.post(f"{root}/api/show", body={"model": model_id}, cast_to=object)
-        except (openai.APIStatusError, openai.APIConnectionError) as exc:
-            log.info("ollama /api/show failed for %s: %r", model_id, exc)
-            return None
-        details = info.get("model_info", {}) if isinstance(info, dict) else {}
-        return next((_positive(v) for k, v in details.items() if k.endswith(".context_length")), None)
+            while (event := call.next(cancel, self._timeout)) is not END:
+                if event == "[DONE]":
+                    answer.done = True
+                    _settle(call)
+                    break
+                answer.take(event)
+        except Cancelled:
+            answer.completion.cancelled = True
+        except Silent:
+            if not answer.parts:
+                raise ProviderDown(f"no answer within {self._timeout:.0f} s") from None
+            answer.broke_off(f"silent for {self._timeout:.0f} s")
+        except LLMError as exc:  # an error event, or an unreadable one
+            if not answer.parts:
+                raise
+            answer.broke_off(repr(exc))
+        except httpx2.HTTPError as exc:  # the connection broke off mid-stream
+            if not answer.parts:
+                raise ProviderDown(f"stream broke off: {exc!r}") from exc
+            answer.broke_off(repr(exc))
+        if stream and answer.events == 0 and not answer.completion.cancelled:
+            raise _EmptyStream
+        return answer.finish()
 
-    def _client(self, provider_name: str) -> openai.OpenAI:
-        provider = self._providers.get(provider_name)
-        if provider is None or not provider.enabled:
-            raise ProviderNotConfigured(provider_name)
-        with self._lock:
-            client = self._clients.get(provider_name)
-            if client is None:
-                client = self._clients[provider_name] = openai.OpenAI(
-                    api_key=provider.api_key.value if provider.api_key else "not-needed",
-                    base_url=provider.base_url,
-                    timeout=self._timeout,
-                    max_retries=self._max_retries,
-                )
-            return client
-
-    def _params(self, request: Request) -> dict[str, Any]:
+    def _params(self, request: Request, stream: bool) -> dict[str, Any]:
         model = request.model
         params: dict[str, Any] = {"model": model.id, "messages": request.messages}
         default = "max_completion_tokens" if model.reasoning else "max_tokens"
         params[self._length_param.get(model.id, default)] = request.max_tokens
         if request.temperature is not None and not model.reasoning and model.id not in self._no_temperature:
             params["temperature"] = request.temperature
-        if request.stream:
+        if stream:
             params["stream"] = True
             if model.provider not in self._no_stream_options:
                 params["stream_options"] = {"include_usage": True}
@@ -172,7 +228,8 @@ class LLMClient:
         """Remember a quirk the refusal reveals; True when a retry is worth it."""
         if exc.status_code not in (400, 422):
             return False
-        text = f"{exc.message} {exc.param or ''} {exc.code or ''}".lower()
+        info = error_info(exc.status_code, exc.body)
+        text = f"{info.message} {exc.param or ''} {info.code}".lower()
         model = request.model
         if "stream_options" in params and "stream_options" in text:
             log.info("provider %s refuses stream_options: not sending it again", model.provider)
@@ -190,80 +247,126 @@ class LLMClient:
             return True
         return False
 
-    def _plain(self, client: openai.OpenAI, params: dict[str, Any]) -> Completion:
-        response = client.chat.completions.create(**params)
-        choice = response.choices[0] if response.choices else None
-        usage = response.usage
-        return Completion(
-            text=_clean((choice.message.content if choice else None) or ""),
-            prompt_tokens=usage.prompt_tokens if usage else None,
-            completion_tokens=usage.completion_tokens if usage else None,
-            finish_reason=choice.finish_reason if choice else None,
-        )
+    def _typed(self, exc: openai.APIError | LLMError, request: Request) -> LLMError:
+        """The typed error, logged where the owner must act, and a stated window learnt."""
+        model = request.model
+        error = exc if isinstance(exc, LLMError) else translate(
+            exc, model_id=model.id, images=_has_images(request.messages))
+        if isinstance(error, QuotaExhausted):
+            log.error("provider %s: the account is out of credit (%s); top it up", model.provider, error)
+        elif isinstance(error, ContextTooLong) and error.window and self._registry is not None:
+            self._registry.learn_window(model.provider, model.id, error.window)
+        return error
 
-    def _stream(self, client: openai.OpenAI, params: dict[str, Any],
-                 on_delta: Callable[[str], None] | None, cancel: threading.Event | None) -> Completion:
-        result = Completion(text="")
-        parts: list[str] = []
-        stream = client.chat.completions.create(**params)
-        # A reader thread feeds a queue, so that a stop is seen at once even while the model is
-        # silent (a sync stream cannot be interrupted from another thread).
-        pieces: queue.Queue[str | BaseException | None] = queue.Queue()
-        threading.Thread(target=_pump, args=(stream, result, pieces), name="llm-stream", daemon=True).start()
+    def _after_answer(self, client: openai.OpenAI, model: ModelInfo) -> None:
+        """The model is loaded now: ask Ollama once which context it really runs with."""
+        provider = self._providers.get(model.provider)
+        if provider is None or provider.context_probe != "ollama" or model.id in self._ollama_checked:
+            return
+        self._ollama_checked.add(model.id)
+        window = discovery.running_context(client, model.id)
+        if window and self._registry is not None:
+            self._registry.learn_window(model.provider, model.id, window)
+
+    def _client(self, provider_name: str) -> openai.OpenAI:
+        provider = self._providers.get(provider_name)
+        if provider is None or not provider.enabled:
+            raise ProviderNotConfigured(provider_name)
+        with self._lock:
+            client = self._clients.get(provider_name)
+            if client is None:
+                http = openai.DefaultHttpxClient()
+                self._cutter.install(http)
+                client = self._clients[provider_name] = openai.OpenAI(
+                    api_key=provider.api_key.value if provider.api_key else "not-needed",
+                    base_url=provider.base_url, timeout=self._timeout, max_retries=0, http_client=http)
+            return client
+
+
+class _Answer:
+    """A completion built from stream chunks (or one whole response), passing text and reasoning on."""
+
+    def __init__(self, request: Request, on_delta: Callable[[str], None] | None,
+                 on_reasoning: Callable[[str], None] | None) -> None:
+        self.model_id = request.model.id
+        self.images = _has_images(request.messages)
+        self.on_delta, self.on_reasoning = on_delta, on_reasoning
+        self.completion = Completion("")
+        self.parts: list[str] = []
+        self.events = 0
+        self.done = False  # [DONE] arrived
+        self._think = ThinkSplitter()
+
+    def take(self, event: object) -> None:
+        self.events += 1
         try:
-            while not (cancel is not None and cancel.is_set()):
-                try:
-                    piece = pieces.get(timeout=CANCEL_POLL)
-                except queue.Empty:
-                    continue
-                if piece is None:
-                    break
-                if isinstance(piece, BaseException):
-                    if not parts:
-                        if isinstance(piece, openai.APIError):
-                            raise piece
-                        raise ProviderDown(f"stream broke off: {piece!r}") from piece
-                    # Keep what arrived: the user sees it, marked as incomplete.
-                    log.warning("stream broke off after %d chunks: %r", len(parts), piece)
-                    result.interrupted = True
-                    break
-                parts.append(_clean(piece))
-                if on_delta is not None:
-                    on_delta(parts[-1])
-            else:
-                result.cancelled = True
-        finally:
-            stream.close()
-        result.text = "".join(parts)
-        return result
+            data = json.loads(event) if isinstance(event, str) else event
+        except ValueError:
+            raise ProviderDown(f"unreadable event from the provider: {str(event)[:200]!r}") from None
+        if not isinstance(data, dict):
+            raise ProviderDown(f"unexpected answer from the provider: {str(data)[:200]!r}")
+        if data.get("error") and not data.get("choices"):
+            raise classify(error_info(None, data), {}, model_id=self.model_id, images=self.images)
+        usage = data.get("usage") or (data.get("x_groq") or {}).get("usage")  # Groq puts it in x_groq
+        if isinstance(usage, dict):
+            self._usage(usage)
+        for choice in data.get("choices") or ():
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            self.completion.finish_reason = choice.get("finish_reason") or self.completion.finish_reason
+            delta = choice.get("delta") or choice.get("message") or {}
+            for key in ("reasoning_content", "reasoning"):  # DeepSeek's, OpenRouter's
+                if isinstance(delta.get(key), str) and delta[key]:
+                    self._emit("reasoning", delta[key])
+            for kind, piece in content_parts(delta.get("content")):
+                for sort, part in self._think.feed(piece) if kind == "content" else [(kind, piece)]:
+                    self._emit(sort, part)
+
+    def _usage(self, usage: dict[str, Any]) -> None:
+        self.completion.prompt_tokens = _count(usage.get("prompt_tokens"))
+        self.completion.completion_tokens = _count(usage.get("completion_tokens"))
+        details = usage.get("completion_tokens_details")
+        if isinstance(details, dict):
+            self.completion.reasoning_tokens = _count(details.get("reasoning_tokens"))
+
+    def _emit(self, kind: str, piece: str) -> None:
+        piece = _clean(piece)
+        if kind == "text":
+            self.parts.append(piece)
+            if self.on_delta is not None:
+                self.on_delta(piece)
+        elif self.on_reasoning is not None:
+            self.on_reasoning(piece)
+
+    def broke_off(self, why: str) -> None:
+        """Keep what arrived: the user sees it, marked as incomplete."""
+        log.warning("stream of %s broke off after %d pieces: %s", self.model_id, len(self.parts), why)
+        self.completion.interrupted = True
+
+    def finish(self) -> Completion:
+        for kind, piece in self._think.flush():
+            self._emit(kind, piece)
+        completion = self.completion
+        ended = self.done or completion.finish_reason or completion.cancelled or completion.interrupted
+        if not ended and self.parts and self.events > 1:  # a stream that ended without [DONE] or a finish
+            self.broke_off("ended without [DONE]")
+        completion.text = drop_orphan_close("".join(self.parts))
+        return completion
 
 
-def _pump(stream: Iterable[Any], result: Completion, pieces: queue.Queue[str | BaseException | None]) -> None:
-    """Put a stream's text deltas on `pieces`, then None, or the error that ended it."""
-    try:
-        for piece in _chunks(stream, result):
-            pieces.put(piece)
-    except Exception as exc:  # the SDK's errors, or raw transport errors of a broken stream
-        pieces.put(exc)
-    else:
-        pieces.put(None)
+def _settle(call: Call) -> None:
+    """Let the body's end arrive, so the connection is back in the pool before the next request."""
+    with contextlib.suppress(Exception):  # Silent or Cancelled: the call is cut, the answer stands
+        call.next(None, DRAIN_WAIT)
 
 
-def _positive(value: object) -> int | None:
-    return int(value) if isinstance(value, int | float) and value > 0 else None
+def _has_images(messages: list[dict[str, Any]]) -> bool:
+    return any(isinstance(part, dict) and part.get("type") in ("image_url", "input_image", "image")
+               for m in messages if isinstance(m.get("content"), list) for part in m["content"])
 
 
-def _chunks(stream: Iterable[Any], result: Completion) -> Iterable[str]:
-    """Text deltas of a stream; usage and finish reason are stored on `result`."""
-    for chunk in stream:
-        if chunk.usage is not None:
-            result.prompt_tokens = chunk.usage.prompt_tokens
-            result.completion_tokens = chunk.usage.completion_tokens
-        for choice in chunk.choices or ():
-            if choice.finish_reason:
-                result.finish_reason = choice.finish_reason
-            if choice.delta and choice.delta.content:
-                yield choice.delta.content
+def _count(value: object) -> int | None:
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def _clean(text: str) -> str:
@@ -277,27 +380,3 @@ def _has_surrogates(text: str) -> bool:
     except UnicodeEncodeError:
         return True
     return False
-
-
-def _translate(exc: openai.APIError) -> LLMError:
-    """The typed error for an SDK error; the message keeps what the log needs."""
-    detail = f"{exc.__class__.__name__}: {exc.message}"
-    if isinstance(exc, openai.APIConnectionError):
-        return ProviderDown(detail)
-    if isinstance(exc, openai.RateLimitError):
-        retry = exc.response.headers.get("retry-after")
-        try:
-            return RateLimited(float(retry) if retry else None)
-        except ValueError:
-            return RateLimited(None)
-    if isinstance(exc, openai.APIStatusError):
-        if exc.code == "context_length_exceeded" or "maximum context length" in exc.message.lower():
-            return ContextTooLong(detail)
-        if exc.status_code in (401, 403):
-            return AuthFailed(detail)
-        if exc.status_code == 404:
-            return ModelNotFound(detail)
-        if exc.status_code >= 500 or exc.status_code in (408, 409, 425, 529):
-            return ProviderDown(detail)
-        return BadRequest(detail)
-    return ProviderDown(detail)

@@ -50,9 +50,12 @@ class Provider:
     api_key: Secret | None = field(default=None, repr=False)
     needs_key: bool = True
     stream_options: bool = True
-    discover: bool = False
+    discover: bool = True
     exact_tokens: bool = False
-    context_probe: str | None = None  # "ollama": ask /api/show for each model's context length
+    context_probe: str | None = None  # "ollama": ask /api/show and /api/ps for each model's running context
+    # Its base URL was pointed elsewhere (OPENAI_BASE_URL at LiteLLM, a company proxy): that server's list
+    # is what it serves, so its models are offered and catalog models it does not list are not.
+    gateway: bool = False
 
     @property
     def enabled(self) -> bool:
@@ -84,8 +87,13 @@ class ModelInfo:
         return hashlib.sha1(f"{self.provider}/{self.id}".encode()).hexdigest()[:12]
 
     def reply_reserve(self, cap: int) -> int:
-        """Tokens kept free for the answer (and asked for as its maximum)."""
-        return max(1, min(self.max_output, cap, self.context_window // 2))
+        """Tokens kept free for the answer (and asked for as its maximum).
+
+        A reasoning model's hidden reasoning counts against the same budget, so `cap` would leave a hard
+        question with no room to answer: such models keep their own output limit.
+        """
+        limit = self.max_output if self.reasoning else min(self.max_output, cap)
+        return max(1, min(limit, self.context_window // 2))
 
 
 @dataclass
@@ -127,28 +135,59 @@ class Registry:
         return sorted(models, key=lambda m: (order.get(m.provider, 99), m.id))
 
     def add_discovered(self, provider: str, found: Iterable[tuple[str, int | None]]) -> int:
-        """Add models a provider lists; a reported window overrides the catalog's, not the user's."""
+        """Add models a provider lists; a reported window overrides the catalog's, not the user's.
+
+        A gateway's list is what it serves: all its chat models are offered, and the catalog's models
+        of that provider it does not list leave the picker (still usable by id).
+        """
+        found = list(found)
         added = 0
         models = dict(self.models)  # swapped in whole: handlers iterate the old one meanwhile
         described = any(m.provider == provider for m in models.values())
+        gateway = self.providers[provider].gateway and bool(found)
         openai_tokenizers = self.providers[provider].exact_tokens
         for model_id, window in found:
             current = models.get(model_id)
             if current is None:
-                if (openai_tokenizers and window is None) or any(w in model_id.lower() for w in NOT_CHAT):
+                if any(w in model_id.lower() for w in NOT_CHAT) or (openai_tokenizers and window is None
+                                                                     and not gateway):
                     continue  # OpenAI lists embeddings, audio, images...: offer only chat models
                 encoding = known_encoding(model_id) if openai_tokenizers else None
                 models[model_id] = ModelInfo(
                     model_id, provider, window or CONSERVATIVE_WINDOW,
                     min(CONSERVATIVE_OUTPUT * 4, (window or CONSERVATIVE_WINDOW) // 4),
                     encoding=encoding or FALLBACK_ENCODING, exact_tokens=encoding is not None,
-                    featured=not described,
+                    featured=gateway or not described,
                 )
                 added += 1
             elif window and current.provider == provider and model_id not in self.user_defined:
                 models[model_id] = replace(current, context_window=window)
+        if gateway:
+            kept = {model_id for model_id, _ in found} | self.user_defined
+            for model_id, model in list(models.items()):
+                if model.provider == provider and model.featured and model_id not in kept:
+                    models[model_id] = replace(model, featured=False)
         self.models = models
         return added
+
+    def learn_window(self, provider: str, model_id: str, window: int) -> bool:
+        """The window the provider really runs the model with (stated in a refusal, or Ollama's /api/ps).
+
+        It beats every other source, the user's MODELS_FILE too: the provider has just shown it.
+        """
+        current = self.models.get(model_id)
+        if current is None or current.provider != provider or window < 256:
+            return False
+        if current.context_window == window:
+            return False
+        if model_id in self.user_defined:
+            log.warning("%s runs %s with a %d-token window, not the %d in MODELS_FILE: using %d", provider,
+                        model_id, window, current.context_window, window)
+        else:
+            log.info("%s runs %s with a %d-token window (was %d)", provider, model_id, window,
+                     current.context_window)
+        self.models = {**self.models, model_id: replace(current, context_window=window)}
+        return True
 
 
 def load_registry(config: Config, today: dt.date | None = None,
@@ -241,9 +280,11 @@ def _provider(name: str, spec: Mapping[str, Any], env: Mapping[str, Secret | str
         api_key=key if isinstance(key, Secret) else None,
         needs_key=bool(key_var) and spec.get("key_optional") is not True,
         stream_options=bool(spec.get("stream_options", True)),
-        discover=bool(spec.get("discover", False)),
+        discover=bool(spec.get("discover", True)),
         exact_tokens=bool(spec.get("tiktoken", False)),
         context_probe=spec.get("context_probe"),
+        gateway=bool(spec.get("gateway_when_overridden")) and isinstance(url, str) and bool(url)
+        and url.rstrip("/") != str(spec.get("base_url", "")).rstrip("/"),
     )
 
 

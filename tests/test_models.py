@@ -201,14 +201,47 @@ def test_add_discovered_updates_catalog_windows_but_not_user_ones(tmp_path: Path
     assert "text-embedding-3-large" not in reg.models
 
 
-@pytest.mark.parametrize(("window", "max_output", "cap", "reserve"), [
-    (400000, 128000, 8192, 8192),  # the cap
-    (400000, 4000, 8192, 4000),  # the model's maximum output
-    (1000, 4000, 8192, 500),  # half the window
-    (1, 1, 8192, 1),  # never zero
+def test_custom_providers_are_discovered_unless_turned_off(tmp_path: Path) -> None:
+    text = LAB_TOML + '\n[providers.quiet]\nbase_url = "http://quiet.example/v1"\ndiscover = false\n'
+    reg = registry("OPENAI_API_KEY", "LAB_API_KEY", models_file=write_models(tmp_path, text))
+    assert (reg.providers["lab"].discover, reg.providers["quiet"].discover) == (True, False)
+    assert reg.providers["anthropic"].discover is False  # the catalog says so
+
+
+def test_a_gateway_at_openai_base_url_offers_what_it_lists(tmp_path: Path) -> None:
+    assert registry("OPENAI_API_KEY").providers["openai"].gateway is False
+    reg = registry("OPENAI_API_KEY", models_file=write_models(tmp_path, LAB_TOML),
+                   OPENAI_BASE_URL="http://litellm.corp:4000/v1")
+    assert reg.providers["openai"].gateway is True
+    listed = [("corp-llama", None), ("gpt-5.4", None), ("text-embedding-3-large", None)]
+    added = reg.add_discovered("openai", listed)
+    assert added == 1 and reg.get("corp-llama").context_window == CONSERVATIVE_WINDOW
+    offered = {m.id for m in reg.available(featured_only=True)}
+    assert {"corp-llama", "gpt-5.4", "gpt-4o"} <= offered  # listed, or described in MODELS_FILE
+    assert "gpt-5.4-mini" not in offered and "gpt-5.4-mini" in reg.models  # not listed: by id only
+    assert "text-embedding-3-large" not in reg.models
+    assert reg.add_discovered("openai", []) == 0 and "gpt-5.5" in reg.models  # an empty list decides nothing
+
+
+def test_learn_window_beats_every_source(tmp_path: Path) -> None:
+    reg = registry("OPENAI_API_KEY", "LAB_API_KEY", models_file=write_models(tmp_path, LAB_TOML))
+    assert reg.learn_window("lab", "lab-1", 8192) is True
+    assert reg.get("lab-1").context_window == 8192  # the user's 32,000 was wrong: the server said so
+    assert reg.learn_window("lab", "lab-1", 8192) is False
+    assert reg.learn_window("openai", "lab-1", 4096) is False  # not that provider's model
+    assert reg.learn_window("lab", "nope", 4096) is False
+
+
+@pytest.mark.parametrize(("window", "max_output", "cap", "reserve", "reasoning"), [
+    (400000, 128000, 8192, 8192, False),  # the cap
+    (400000, 4000, 8192, 4000, False),  # the model's maximum output
+    (1000, 4000, 8192, 500, False),  # half the window
+    (1, 1, 8192, 1, False),  # never zero
+    (400000, 128000, 8192, 128000, True),  # hidden reasoning counts too: the model's own limit
+    (100000, 128000, 8192, 50000, True),  # still at most half the window
 ])
-def test_reply_reserve_caps(window: int, max_output: int, cap: int, reserve: int) -> None:
-    assert ModelInfo("m", "openai", window, max_output).reply_reserve(cap) == reserve
+def test_reply_reserve_caps(window: int, max_output: int, cap: int, reserve: int, reasoning: bool) -> None:
+    assert ModelInfo("m", "openai", window, max_output, reasoning=reasoning).reply_reserve(cap) == reserve
 
 
 def test_every_builtin_model_is_well_formed() -> None:

@@ -27,7 +27,7 @@ def fakes() -> Iterator[dict[str, FakeOpenAI]]:
             {"id": "lab/pinned", "context_length": 4_000},
         ]),
         "ollama": FakeOpenAI(models=[{"id": "llama3.2"}, {"id": "nomic-embed-text"}],
-                             ollama_contexts={"llama3.2": 131_072}),
+                             ollama_contexts={"llama3.2": 131_072}, ollama_running={"llama3.2": 32_768}),
     }
     for server in servers.values():
         server.start()
@@ -150,7 +150,7 @@ def test_discovered_context_windows_and_precedence(multi: Harness) -> None:
     assert models["meta/llama-9-chat"].context_window == 131_072  # reported by the provider
     assert models["anthropic/claude-sonnet-5.5"].context_window == 777_000  # reported beats the table
     assert models["lab/pinned"].context_window == 16_000  # the user's MODELS_FILE beats both
-    assert models["llama3.2"].context_window == 131_072  # Ollama's /api/show
+    assert models["llama3.2"].context_window == 32_768  # what Ollama runs it with (/api/ps), not its maximum
     assert "nomic-embed-text" not in models  # not a chat model
 
 
@@ -226,7 +226,7 @@ def test_only_ollama_configured(start_bot: Callable[..., Harness], fakes: dict[s
     h = start_bot(OPENAI_API_KEY="", OPENAI_BASE_URL="", OLLAMA_BASE_URL=fakes["ollama"].url)
     assert h.session().model == "llama3.2"
     assert h.ask("local?") == "echo: local?"
-    assert h.bot.registry.models["llama3.2"].context_window == 131_072
+    assert h.bot.registry.models["llama3.2"].context_window == 32_768
 
 
 def test_unknown_default_model_still_works(start_bot: Callable[..., Harness]) -> None:
