@@ -209,6 +209,8 @@ def _after_answer(app: App, inc: Incoming, outcome: chat.Outcome, session: Sessi
         notes.append(app.t(inc, "chat.stopped"))
     elif completion.interrupted:
         notes.append(app.t(inc, "chat.interrupted"))
+    elif completion.cut_without_text:
+        notes.append(app.t(inc, "chat.thinking_only"))
     elif completion.finish_reason == "length":
         notes.append(app.t(inc, "chat.length"))
     elif outcome.empty:
@@ -244,7 +246,8 @@ def _llm_error(app: App, inc: Incoming, exc: llm.LLMError, model: ModelInfo) -> 
         if exc.retry_after:
             return app.t(inc, "llm.rate_limited_wait", seconds=int(exc.retry_after), **names)
         return app.t(inc, "llm.rate_limited", **names)
-    for kind, key in ((llm.ProviderDown, "llm.down"), (llm.AuthFailed, "llm.auth"),
+    for kind, key in ((llm.QuotaExhausted, "llm.quota"), (llm.ImagesNotSupported, "llm.no_images"),
+                      (llm.ProviderDown, "llm.down"), (llm.AuthFailed, "llm.auth"),
                       (llm.ContextTooLong, "llm.context"), (llm.ModelNotFound, "llm.not_found"),
                       (llm.ProviderNotConfigured, "llm.not_configured")):
         if isinstance(exc, kind):

@@ -103,6 +103,7 @@ class Registry:
     default_model: str
     # Ids described by the user's MODELS_FILE: what providers report does not override them.
     user_defined: frozenset[str] = frozenset()
+    default_pinned: bool = False  # DEFAULT_MODEL set: kept even where a gateway does not list it
     # Set once providers have been asked for their lists: until then an unknown id may still appear.
     discovered: threading.Event = field(default_factory=threading.Event)
     _warned: set[str] = field(default_factory=set)
@@ -138,7 +139,8 @@ class Registry:
         """Add models a provider lists; a reported window overrides the catalog's, not the user's.
 
         A gateway's list is what it serves: all its chat models are offered, and the catalog's models
-        of that provider it does not list leave the picker (still usable by id).
+        of that provider it does not list are not (the default moves to a listed one unless DEFAULT_MODEL
+        pins it).
         """
         found = list(found)
         added = 0
@@ -164,9 +166,15 @@ class Registry:
                 models[model_id] = replace(current, context_window=window)
         if gateway:
             kept = {model_id for model_id, _ in found} | self.user_defined
-            for model_id, model in list(models.items()):
-                if model.provider == provider and model.featured and model_id not in kept:
-                    models[model_id] = replace(model, featured=False)
+            gone = [m for m, info in models.items() if info.provider == provider and m not in kept]
+            for model_id in gone:
+                del models[model_id]
+            if gone:
+                log.info("gateway %s does not list %d catalog models: not offered", provider, len(gone))
+            if self.default_model in gone and not self.default_pinned:
+                listed = [m for m, _ in found if m in models]
+                self.default_model = listed[0] if listed else self.default_model
+                log.info("default model: %s (the first that gateway %s lists)", self.default_model, provider)
         self.models = models
         return added
 
@@ -227,7 +235,7 @@ def load_registry(config: Config, today: dt.date | None = None,
                                                "which has no key or base URL configured")
         log.warning("DEFAULT_MODEL %s is not in the registry: using a conservative context window", default)
     # An empty default means only a local provider with nothing described yet: discovery fills it.
-    return Registry(providers, offered, default, frozenset(user_defined))
+    return Registry(providers, offered, default, frozenset(user_defined), bool(config.default_model))
 
 
 def _pick_default(models: Mapping[str, ModelInfo], today: dt.date) -> str:

@@ -217,10 +217,15 @@ def test_a_gateway_at_openai_base_url_offers_what_it_lists(tmp_path: Path) -> No
     added = reg.add_discovered("openai", listed)
     assert added == 1 and reg.get("corp-llama").context_window == CONSERVATIVE_WINDOW
     offered = {m.id for m in reg.available(featured_only=True)}
-    assert {"corp-llama", "gpt-5.4", "gpt-4o"} <= offered  # listed, or described in MODELS_FILE
-    assert "gpt-5.4-mini" not in offered and "gpt-5.4-mini" in reg.models  # not listed: by id only
-    assert "text-embedding-3-large" not in reg.models
-    assert reg.add_discovered("openai", []) == 0 and "gpt-5.5" in reg.models  # an empty list decides nothing
+    assert offered == {"corp-llama", "gpt-5.4", "gpt-4o"}  # listed, or described in MODELS_FILE
+    assert reg.default_model == "corp-llama"  # gpt-5.4-mini is not served there
+
+
+def test_a_gateway_keeps_a_pinned_default_and_an_empty_list_decides_nothing() -> None:
+    reg = registry("OPENAI_API_KEY", default_model="gpt-5.4-mini", OPENAI_BASE_URL="http://proxy/v1")
+    assert reg.add_discovered("openai", []) == 0 and "gpt-5.5" in reg.models
+    reg.add_discovered("openai", [("corp-llama", None)])
+    assert reg.default_model == "gpt-5.4-mini" and set(reg.models) == {"corp-llama"}
 
 
 def test_learn_window_beats_every_source(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -273,3 +274,48 @@ def test_only_ollama_and_it_lists_nothing_stops_with_a_clear_error(tg: FakeTeleg
         with pytest.raises(ConfigError, match="DEFAULT_MODEL"):
             bot.start()
         bot.shutdown(grace=0)
+
+
+def test_gateway_at_openai_base_url_offers_what_it_lists(start_bot: Callable[..., Harness]) -> None:
+    listed = [{"id": "corp-llm", "max_input_tokens": 64_000}, {"id": "gpt-5.4"}, {"id": "text-embedding-3"}]
+    with FakeOpenAI(api_key="gw-key", models=listed, unknown_model_400=True) as gateway:
+        h = start_bot(OPENAI_BASE_URL=gateway.url, OPENAI_API_KEY="gw-key")
+        assert h.bot.registry.discovered.wait(10)
+        assert h.ask("hi") == "echo: hi"  # the default moved to a model the gateway serves
+        assert gateway.chat_requests()[-1].body["model"] == "corp-llm"
+        assert "64,000" in h.ask("/t")
+        h.ask("/model")
+        shown = " ".join(buttons(h.tg.message_objects(ALICE)[-1]))
+        assert "corp-llm" in shown and "gpt-5.4" in shown and "gpt-5.4-mini" not in shown
+        assert "switched to gpt-5.4" in h.ask("/model gpt-5.4")
+
+
+def test_gateway_refusing_a_pinned_model_says_it_is_unavailable(start_bot: Callable[..., Harness]) -> None:
+    with FakeOpenAI(api_key="gw-key", models=[{"id": "corp-llm"}], unknown_model_400=True) as gateway:
+        h = start_bot(OPENAI_BASE_URL=gateway.url, OPENAI_API_KEY="gw-key", DEFAULT_MODEL="gpt-5.4-mini")
+        answer = h.ask("hi")  # LiteLLM's 400 "Invalid model name"
+        assert "does not serve gpt-5.4-mini" in answer and "/model" in answer
+        assert len(gateway.chat_requests()) == 1 and h.session().messages == []
+
+
+def test_out_of_credit_is_told_as_such_and_logged(harness: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    harness.llm.script(Reply.insufficient_quota())
+    with caplog.at_level(logging.ERROR, logger="llm"):
+        answer = harness.ask("hi")
+    assert "out of credit" in answer and "rate-limiting" not in answer
+    assert "provider openai" in caplog.text and "insufficient_quota" in caplog.text
+    assert len(harness.chat_requests()) == 1
+
+
+def test_long_retry_after_is_told_at_once(harness: Harness) -> None:
+    harness.llm.script(Reply.rate_limited(retry_after=120), "not asked")
+    assert "try again in about 120 s" in harness.ask("hi")
+    assert len(harness.chat_requests()) == 1
+
+
+def test_reasoning_model_cut_before_answering_is_told_so(harness: Harness) -> None:
+    harness.llm.script(Reply(reasoning="Let me consider every case " * 20, chunks=[], finish_reason="length"))
+    answer = harness.ask("a hard question")
+    assert "spent its whole output budget thinking" in answer and "Let me consider" not in answer
+    assert harness.chat_requests()[-1]["max_completion_tokens"] == 128_000  # gpt-5.4-mini's own limit
+    assert harness.session().messages == []
