@@ -129,7 +129,7 @@ def run(quick: bool = False) -> Report:
             findings.append(note)
         findings.append(
             f"The fake model accepted {last.connections} TCP connections for {last.requests} HTTP requests "
-            "in the last run: a streamed answer's connection is never reused (see the notes on the set-up).")
+            "in the last run (a drained stream leaves its connection to the next request).")
         findings.append(f"Bot log: {len(logs.errors())} ERROR records or tracebacks.")
     return Report("Figure 2: first-token latency", rows, METHOD, findings, ANALYSIS)
 
