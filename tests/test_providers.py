@@ -319,3 +319,14 @@ def test_reasoning_model_cut_before_answering_is_told_so(harness: Harness) -> No
     assert "spent its whole output budget thinking" in answer and "Let me consider" not in answer
     assert harness.chat_requests()[-1]["max_completion_tokens"] == 128_000  # gpt-5.4-mini's own limit
     assert harness.session().messages == []
+
+
+@pytest.mark.parametrize("stream", ["true", "false"])
+def test_shutdown_cuts_a_silent_model_request(start_bot: Callable[..., Harness], llm: FakeOpenAI,
+                                              stream: str) -> None:
+    h = start_bot(STREAM=stream)
+    llm.script(Reply(hang=True))  # the model sends no byte at all
+    h.say("hi")
+    llm.wait_for(llm.chat_requests, what="the model request")
+    h.bot.shutdown(grace=0.2)
+    llm.wait_for(lambda: llm.hangups, timeout=2, what="the model's connection closed by the shutdown")
