@@ -182,7 +182,7 @@ class LLMClient:
                 for data in sse_data(response.iter_lines()):
                     if not finished:  # after [DONE], read on to the end: the connection is then reused
                         finished = data.strip() == "[DONE]"
-                        emit(data)
+                        emit("[DONE]" if finished else data)
 
         call = Call(self._cutter, work)
         answer = _Answer(request, on_delta if stream else None, on_reasoning if stream else None)
@@ -203,7 +203,7 @@ class LLMClient:
             if not answer.parts:
                 raise
             answer.broke_off(repr(exc))
-        except httpx2.HTTPError as exc:  # the connection broke off mid-stream
+        except (httpx2.HTTPError, ValueError) as exc:  # the connection broke off, or the body is not JSON
             if not answer.parts:
                 raise ProviderDown(f"stream broke off: {exc!r}") from exc
             answer.broke_off(repr(exc))

@@ -337,3 +337,14 @@ def test_ollama_window_is_the_context_it_runs_with() -> None:
         assert registry.models["cold"].context_window == 32_768
         ask(client, model=registry.models["cold"])
         assert [r.path for r in fake.requests].count("/api/ps") == 2  # once at listing, once after the answer
+
+
+def test_a_page_instead_of_an_answer_is_provider_down(fake: FakeOpenAI) -> None:
+    client, _ = client_for(fake)
+    page = Reply(page="<html><body>Please log in to the proxy</body></html>")
+    fake.script(page, page, page)
+    with pytest.raises(llm.ProviderDown):
+        ask(client, stream=False)
+    with pytest.raises(llm.ProviderDown):  # no event in it: asked once more unstreamed, the same page
+        ask(client)
+    assert len(fake.chat_requests()) == 3

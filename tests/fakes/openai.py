@@ -116,6 +116,7 @@ class Reply:
     finish_reason: str = "stop"
     usage: dict[str, Any] | None = None  # default: estimated from the request and the text
     body: Any = None  # an error's raw body, sent as JSON as it is (a list, a bare object...)
+    page: str | None = None  # an HTML page instead of an answer (a proxy or portal in the way), any status
     reasoning: str = ""  # streamed before the answer in `reasoning_field` deltas (or in message)
     reasoning_field: str = "reasoning_content"  # DeepSeek's; OpenRouter's is "reasoning"
     pings: int = 0  # ": ping" comment lines before the first chunk, `ping_interval` apart
@@ -433,6 +434,8 @@ class FakeOpenAI(FakeServer):
             raise Abort
         if reply.delay and not self._sleep(reply.delay, epoch):
             raise Abort
+        if reply.page is not None:
+            return request.reply(reply.status, reply.page.encode(), content_type="text/html; charset=utf-8")
         if reply.status >= 400:
             if reply.body is not None:
                 return self._fail(request, reply.status, None, reply.headers, raw=reply.body)
