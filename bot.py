@@ -56,6 +56,7 @@ class Bot:
         self.presets = load_presets(config.presets_file)
         self.catalog = load_catalog()
         apihelper.API_URL = config.telegram_api_url + "/bot{0}/{1}"
+        apihelper.FILE_URL = config.telegram_api_url + "/file/bot{0}/{1}"  # Sender.download
         self.telebot = telebot.TeleBot(config.telegram_token.value, threaded=False, parse_mode=None)
         self.backend = (SqliteBackend(config.data_dir / "sessions.sqlite3")
                         if config.session_store == "sqlite" else None)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import requests
-from telebot import TeleBot, types
+from telebot import TeleBot, apihelper, types
 from telebot.apihelper import ApiException, ApiHTTPException, ApiTelegramException
 
 import render
@@ -34,6 +34,10 @@ class TelegramError(Exception):
         super().__init__(description)
         self.description = description
         self.code = code
+
+
+class FileTooBig(TelegramError):
+    """A file over the download cap: Telegram's own (getFile: "file is too big") or the caller's."""
 
 
 @dataclass
@@ -207,6 +211,42 @@ class Sender:
             self.call(chat_id, self.bot.send_chat_action, chat_id, "typing", throttle=False, patience=5)
         except TelegramError as exc:
             log.debug("chat action failed: %s", exc)
+
+    def download(self, file_id: str, max_bytes: int, timeout: float = 60.0) -> bytes:
+        """A file's bytes: getFile, then GET {TELEGRAM_API_URL}/file/bot{token}/{file_path} through the
+        bot's requests session, refused above `max_bytes` and given up after `timeout` seconds in all."""
+        deadline = time.monotonic() + timeout
+        try:
+            info = self.call(None, self.bot.get_file, file_id, throttle=False, patience=min(timeout, 30.0))
+        except TelegramError as exc:
+            if "file is too big" in exc.description:
+                raise FileTooBig(exc.description, exc.code) from exc
+            raise
+        if info is None or not info.file_path:
+            raise TelegramError("getFile gave no file_path")
+        if info.file_size and info.file_size > max_bytes:
+            raise FileTooBig(f"file is {info.file_size} bytes, over the cap of {max_bytes}")
+        url = (apihelper.FILE_URL or "https://api.telegram.org/file/bot{0}/{1}").format(
+            self.bot.token, info.file_path)
+        chunks: list[bytes] = []
+        size = 0
+        try:  # the URL holds the token: errors name the exception's class only
+            remaining = max(0.1, deadline - time.monotonic())
+            with apihelper._get_req_session().get(url, stream=True, proxies=apihelper.proxy,
+                                                  timeout=(min(10.0, remaining), remaining)) as response:
+                if response.status_code != 200:
+                    status = response.status_code
+                    raise TelegramError(f"file download answered {status}", status)
+                for chunk in response.iter_content(64 * 1024):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise FileTooBig(f"file passed the cap of {max_bytes} bytes while downloading")
+                    if time.monotonic() > deadline:
+                        raise TelegramError(f"file download took longer than {timeout:.0f} s")
+                    chunks.append(chunk)
+        except requests.RequestException as exc:
+            raise TelegramError(f"file download failed: {exc.__class__.__name__}") from None
+        return b"".join(chunks)
 
     def answer_callback(self, callback_id: str, text: str | None = None) -> None:
         try:

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from ._server import Abort, BaseHandler, FakeServer
+from .tg_files import FileStore
 from .tg_html import HtmlParseError, parse_html, utf16_len
 from .tg_wire import (
     CHAT_ACTIONS,
@@ -46,6 +47,7 @@ MAX_TEXT_UTF16 = 4096
 # Telegram delivers every update type except these unless allowed_updates asks for them.
 _NOT_DEFAULT_UPDATES = frozenset({"chat_member", "message_reaction", "message_reaction_count"})
 _PATH = re.compile(r"/bot(?P<token>[^/]+)/(?P<method>[A-Za-z0-9_]+)/?")
+_FILE_PATH = re.compile(r"/file/bot(?P<token>[^/]+)/(?P<path>.+)")
 
 
 class _Handler(BaseHandler):
@@ -96,6 +98,7 @@ class FakeTelegram(FakeServer):
         self._failures: dict[str, list[Failure]] = {}
         self._chat_buckets: dict[int, TokenBucket] = {}
         self._global_bucket = TokenBucket(global_rate, global_rate)
+        self.files = FileStore()  # what users attached; getFile and downloads serve it
         handlers: dict[str, Callable[[Params], Any]] = {
             "getMe": lambda p: self.bot_user(full=True),
             "getUpdates": self._get_updates,
@@ -109,6 +112,7 @@ class FakeTelegram(FakeServer):
             "getMyCommands": lambda p: copy.deepcopy(self._commands.get(self._scope_key(p), [])),
             "deleteMyCommands": self._delete_my_commands,
             "answerCallbackQuery": self._answer_callback_query,
+            "getFile": lambda p: self.files.get_file(p.text("file_id")),
             "deleteWebhook": lambda p: True,
             "getWebhookInfo": lambda p: {"url": "", "has_custom_certificate": False,
                                          "pending_update_count": len(self._queue)},
@@ -298,6 +302,32 @@ class FakeTelegram(FakeServer):
             message = self._store(chat_id, user, fields)
             return self.push_update({"message": message.payload})
 
+    def send_media(
+        self,
+        user_id: int,
+        field: str,
+        data: bytes,
+        *,
+        caption: str | None = None,
+        chat_id: int | None = None,
+        chat_type: str | None = None,
+        reply_to_message_id: int | None = None,
+        file_size: bool = True,
+        file_name: str | None = None,
+        mime_type: str | None = None,
+        **meta: Any,
+    ) -> int:
+        """A user sends a file (`field`: photo, voice, audio, video_note, document...) with these bytes,
+        which getFile and the download URL then serve; `meta` adds fields such as duration."""
+        fields: dict[str, Any] = {field: self.files.media_field(
+            field, data, file_size=file_size, file_name=file_name, mime_type=mime_type, **meta)}
+        if caption is not None:
+            fields["caption"] = caption
+            if found := auto_entities(caption):
+                fields["caption_entities"] = found
+        return self.send_message(user_id, chat_id, chat_type=chat_type,
+                                 reply_to_message_id=reply_to_message_id, **fields)
+
     def edit_user_message(self, user_id: int, message_id: int, text: str, chat_id: int | None = None) -> int:
         """A user edits their text message: an edited_message update."""
         chat_id = user_id if chat_id is None else chat_id
@@ -376,6 +406,9 @@ class FakeTelegram(FakeServer):
     def handle(self, request: BaseHandler, verb: str) -> None:
         split = urlsplit(request.path)
         body = request.read_body()
+        if split.path.startswith("/file/"):
+            self._serve_file(request, split.path)
+            return
         match = _PATH.fullmatch(split.path)
         if match is None:
             error = TelegramError(404, "Not Found")
@@ -426,6 +459,34 @@ class FakeTelegram(FakeServer):
             call.result = body.decode()
         self._cond.notify_all()
         return status, body, content_type
+
+    def _serve_file(self, request: BaseHandler, path: str) -> None:
+        """GET /file/bot<token>/<file_path>: the bytes of a file getFile handed out; fail_next("download")
+        and `files.download_delay` make it fail or stall."""
+        match = _FILE_PATH.fullmatch(path)
+        file_path = match["path"] if match else path
+        with self._cond:
+            call = Call("download", {"file_path": file_path}, time.time())
+            self._calls.append(call)
+            self.stats["requests"] += 1
+            failure = self._take_failure("download")
+            self._cond.notify_all()
+        data = self.files.content(file_path) if match and match["token"] == self.token else None
+        if failure is None and data is not None:
+            if self.files.download_delay and not self._sleep(self.files.download_delay, self._epoch):
+                raise Abort
+            answer = 200, data, "application/octet-stream"
+        elif failure is None:
+            answer = 404, json.dumps(TelegramError(404, "Not Found").body()).encode(), "application/json"
+        else:
+            answer = failure.answer()
+        with self._cond:
+            if failure is None and data is not None:
+                call.status, call.result = 200, f"{len(data)} bytes"
+            else:
+                self._finish(call, *answer)
+            self._cond.notify_all()
+        request.reply(*answer)
 
     def _take_failure(self, method: str) -> Failure | None:
         pending = self._failures.get(method.lower())
