@@ -76,6 +76,9 @@ class Config:
     request_timeout: float = 120.0
     max_reply_tokens: int = 8192
     poll_timeout: int = 25
+    # Voice notes: None picks the first configured provider that has a transcription model; "off" disables.
+    transcribe_model: str | None = None
+    transcribe_provider: str | None = None
 
     def is_admin(self, user_id: int) -> bool:
         return user_id in self.admin_user_ids
@@ -135,6 +138,8 @@ def load_config(environ: Mapping[str, str] | None = None, dotenv_path: str | Pat
         request_timeout=r.number("REQUEST_TIMEOUT", 120.0, low=1, high=3600),
         max_reply_tokens=int(r.number("MAX_REPLY_TOKENS", 8192, low=16, high=1_000_000, integer=True)),
         poll_timeout=int(r.number("POLL_TIMEOUT", 25, low=1, high=50, integer=True)),
+        transcribe_model=r.text("TRANSCRIBE_MODEL", "") or None,
+        transcribe_provider=r.text("TRANSCRIBE_PROVIDER", "").lower() or None,
     )
 
 

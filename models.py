@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from config import Config, ConfigError, Secret
+from media import IMAGE_TOKEN_FORMULAS
 from tokens import FALLBACK_ENCODING, known_encoding
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ class Provider:
     # Its base URL was pointed elsewhere (OPENAI_BASE_URL at LiteLLM, a company proxy): that server's list
     # is what it serves, so its models are offered and catalog models it does not list are not.
     gateway: bool = False
+    image_tokens: str = "openai"  # whose formula counts an image's tokens (media.IMAGE_TOKEN_FORMULAS)
+    transcribe_model: str | None = None  # its speech-to-text model at POST /audio/transcriptions
 
     @property
     def enabled(self) -> bool:
@@ -76,6 +79,7 @@ class ModelInfo:
     known: bool = True
     # Shown in the picker and /info; discovered models of a described provider are reachable by id only.
     featured: bool = True
+    vision: bool | None = None  # takes image input; None: nobody says, so an image is tried
 
     @property
     def label(self) -> str:
@@ -293,7 +297,15 @@ def _provider(name: str, spec: Mapping[str, Any], env: Mapping[str, Secret | str
         context_probe=spec.get("context_probe"),
         gateway=bool(spec.get("gateway_when_overridden")) and isinstance(url, str) and bool(url)
         and url.rstrip("/") != str(spec.get("base_url", "")).rstrip("/"),
+        image_tokens=_image_tokens(spec.get("image_tokens", "openai"), f"providers.{name}", label),
+        transcribe_model=str(spec["transcribe_model"]) if spec.get("transcribe_model") else None,
     )
+
+
+def _image_tokens(value: object, where: str, label: str) -> str:
+    if value not in IMAGE_TOKEN_FORMULAS:
+        raise ConfigError(label, f"{where}.image_tokens must be one of {', '.join(IMAGE_TOKEN_FORMULAS)}")
+    return str(value)
 
 
 def _model(spec: Mapping[str, Any], providers: Mapping[str, Provider], label: str) -> ModelInfo:
@@ -311,6 +323,9 @@ def _model(spec: Mapping[str, Any], providers: Mapping[str, Provider], label: st
     shutdown = spec.get("shutdown")
     if shutdown is not None and not isinstance(shutdown, dt.date):
         raise ConfigError(label, f"{where}: shutdown must be a TOML date like 2027-01-14")
+    vision = spec.get("vision")
+    if vision is not None and not isinstance(vision, bool):
+        raise ConfigError(label, f"{where}: vision must be true or false")
     # Exact only where the provider uses OpenAI's tokenizers and tiktoken knows the model (or is told).
     openai_tokenizers = providers[provider].exact_tokens
     encoding = spec.get("encoding") or (known_encoding(model_id) if openai_tokenizers else None)
@@ -324,4 +339,5 @@ def _model(spec: Mapping[str, Any], providers: Mapping[str, Provider], label: st
         exact_tokens=encoding is not None,
         reasoning=bool(spec.get("reasoning", False)),
         shutdown=shutdown,
+        vision=vision,
     )

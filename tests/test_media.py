@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import io
 import os
 import struct
 import time
+import tomllib
 import zlib
 from pathlib import Path
 
@@ -14,8 +16,11 @@ import pytest
 from PIL import Image
 
 import media
+from attachments import Transcription, transcription
+from config import Config, ConfigError, load_config
 from media import Kind, MediaError
 from mediastore import MediaStore, image_size, is_ref
+from models import BUILTIN_CATALOG, Registry, load_registry
 from tests import media_samples as samples
 
 # -- kinds ------------------------------------------------------------------------------------------
@@ -228,3 +233,93 @@ def test_memory_store_keeps_nothing_on_disk(tmp_path: Path) -> None:
     ref = store.put(b"in memory", 2, 2)
     assert store.get(ref) == b"in memory"
     assert store.collect(set(), grace=0) == 1 and store.get(ref) is None
+
+
+# -- settings: vision and image formulas in the model table, TRANSCRIBE_* -------------------------------
+
+def _registry(tmp_path: Path, models_toml: str = "", **env: str) -> tuple[Config, Registry]:
+    base = {"TELEGRAM_BOT_TOKEN": "1:abc", **env}
+    if models_toml:
+        (tmp_path / "models.toml").write_text(models_toml, encoding="utf-8")
+        base["MODELS_FILE"] = str(tmp_path / "models.toml")
+    config = load_config(base, tmp_path / "absent.env")
+    return config, load_registry(config, today=dt.date(2026, 11, 25))
+
+
+def test_vision_is_a_fact_of_the_model_table(tmp_path: Path) -> None:
+    _, registry = _registry(tmp_path, """
+[[models]]
+id = "my-vision-model"
+provider = "openai"
+context_window = 16000
+max_output = 1000
+vision = true
+
+[[models]]
+id = "gpt-4o"
+provider = "openai"
+context_window = 16000
+vision = false
+""", OPENAI_API_KEY="sk-x", GROQ_API_KEY="gsk-x")
+    assert registry.get("my-vision-model").vision is True
+    assert registry.get("gpt-4o").vision is False  # the user's file overrides the catalog
+    assert registry.get("gpt-5.4-mini").vision is True
+    assert registry.get("openai/gpt-oss-120b").vision is False
+    assert registry.resolve("never-heard-of-it").vision is None  # unknown: an image is tried
+    assert registry.providers["openai"].image_tokens == "openai"
+
+
+def test_every_shipped_model_says_whether_it_sees_images() -> None:
+    catalog = tomllib.loads(BUILTIN_CATALOG.read_text(encoding="utf-8"))
+    assert all(isinstance(m.get("vision"), bool) for m in catalog["models"])
+    formulas = {name: p.get("image_tokens", "openai") for name, p in catalog["providers"].items()}
+    assert formulas["anthropic"] == "anthropic" and formulas["gemini"] == "gemini"
+    assert set(formulas.values()) <= set(media.IMAGE_TOKEN_FORMULAS)
+
+
+@pytest.mark.parametrize(("toml", "problem"), [
+    ('[[models]]\nid = "m"\ncontext_window = 1000\nvision = "yes"\n', "vision must be true or false"),
+    ('[providers.lab]\nbase_url = "http://x/v1"\nimage_tokens = "pixels"\n', "image_tokens must be one of"),
+])
+def test_bad_media_facts_stop_the_start(tmp_path: Path, toml: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _registry(tmp_path, toml, OPENAI_API_KEY="sk-x")
+    assert caught.value.variable == "MODELS_FILE" and problem in caught.value.problem
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({"OPENAI_API_KEY": "sk-x", "GROQ_API_KEY": "g"}, Transcription("openai", "gpt-4o-mini-transcribe")),
+    ({"GROQ_API_KEY": "g", "ANTHROPIC_API_KEY": "a"}, Transcription("groq", "whisper-large-v3-turbo")),
+    ({"ANTHROPIC_API_KEY": "a"}, None),
+    ({"OPENAI_API_KEY": "sk-x", "TRANSCRIBE_MODEL": "off"}, None),
+    ({"OPENAI_API_KEY": "sk-x", "GROQ_API_KEY": "g", "TRANSCRIBE_PROVIDER": "groq"},
+     Transcription("groq", "whisper-large-v3-turbo")),
+    ({"OPENAI_API_KEY": "sk-x", "TRANSCRIBE_MODEL": "whisper-1"}, Transcription("openai", "whisper-1")),
+    ({"OPENAI_API_KEY": "sk-x", "LAB_API_KEY": "k", "TRANSCRIBE_PROVIDER": "LAB",
+      "TRANSCRIBE_MODEL": "faster-whisper-small"}, Transcription("lab", "faster-whisper-small")),
+])
+def test_transcription_defaults_and_settings(tmp_path: Path, env: dict[str, str],
+                                             expected: Transcription | None) -> None:
+    config, registry = _registry(tmp_path, LAB_PROVIDER, **env)
+    assert transcription(config, registry) == expected
+
+
+@pytest.mark.parametrize(("env", "variable"), [
+    ({"OPENAI_API_KEY": "sk-x", "TRANSCRIBE_PROVIDER": "groq"}, "TRANSCRIBE_PROVIDER"),  # not configured
+    ({"OPENAI_API_KEY": "sk-x", "TRANSCRIBE_PROVIDER": "nosuch"}, "TRANSCRIBE_PROVIDER"),
+    ({"OPENAI_API_KEY": "sk-x", "LAB_API_KEY": "k", "TRANSCRIBE_PROVIDER": "lab"}, "TRANSCRIBE_MODEL"),
+    ({"ANTHROPIC_API_KEY": "a", "TRANSCRIBE_MODEL": "whisper-1"}, "TRANSCRIBE_PROVIDER"),
+])
+def test_bad_transcription_settings_name_the_variable(tmp_path: Path, env: dict[str, str],
+                                                      variable: str) -> None:
+    config, registry = _registry(tmp_path, LAB_PROVIDER, **env)
+    with pytest.raises(ConfigError) as caught:
+        transcription(config, registry)
+    assert caught.value.variable == variable
+
+
+LAB_PROVIDER = """
+[providers.lab]
+base_url = "http://localhost:8000/v1"
+api_key_env = "LAB_API_KEY"
+"""
