@@ -20,10 +20,12 @@ from telebot import apihelper, types
 from telebot.apihelper import ApiException, ApiTelegramException
 
 import commands
+from attachments import MediaSupport, transcription
 from config import Config, ConfigError, data_dir_from_env, load_config, setup_logging
 from dispatch import Dispatcher
 from i18n import load_catalog
 from llm import LLMClient, LLMError
+from mediastore import MediaStore
 from models import Registry, load_registry
 from presets import load_presets
 from router import BotIdentity, Incoming, StopGeneration, parse_update
@@ -39,6 +41,7 @@ HEARTBEAT = "heartbeat"
 HEARTBEAT_FRESH = 90.0  # seconds; a long poll returns at least every POLL_TIMEOUT
 SHUTDOWN_GRACE = 8.0
 MAX_BACKOFF = 5.0  # seconds between polls while Telegram is unreachable: short, so recovery is quick
+MEDIA_COLLECT_EVERY = 3600.0  # seconds between sweeps of images no conversation references
 ALLOWED_UPDATES = ["message", "edited_message", "callback_query", "stopped_message_generation"]
 EXIT_CONFIG, EXIT_FATAL = 2, 1
 
@@ -55,6 +58,8 @@ class Bot:
         self.registry = registry or load_registry(config)
         self.presets = load_presets(config.presets_file)
         self.catalog = load_catalog()
+        media_dir = config.data_dir / "media" if config.session_store == "sqlite" else None
+        self.media = MediaSupport(MediaStore(media_dir), transcription(config, self.registry))
         apihelper.API_URL = config.telegram_api_url + "/bot{0}/{1}"
         apihelper.FILE_URL = config.telegram_api_url + "/file/bot{0}/{1}"  # Sender.download
         self.telebot = telebot.TeleBot(config.telegram_token.value, threaded=False, parse_mode=None)
@@ -86,13 +91,15 @@ class Bot:
                                                    "listed none (is the local server up?); set DEFAULT_MODEL")
         store = SessionStore(self.backend or MemoryBackend(), self._new_profile)
         self.app = commands.App(self.config, self.registry, self.presets, store,
-                                self.llm, self.sender, TypingTicker(self.sender), me, self.catalog)
+                                self.llm, self.sender, TypingTicker(self.sender), me, self.catalog,
+                                media=self.media)
         commands.register_handlers(self.app)
         log.info("@%s ready: conversations restored: %d, models: %d, default %s", me.username, len(store),
                  len(self.registry.models), self.registry.default_model)
         self._set_commands()
         if self.registry.default_model:
             threading.Thread(target=self._discover, name="discover", daemon=True).start()
+        threading.Thread(target=self._collect_media, args=(store,), name="media-collect", daemon=True).start()
         if self.backend is not None:
             saved = self.backend.get_meta("offset")
             self._offset = int(saved) if saved else None
@@ -109,6 +116,16 @@ class Bot:
         prompt = self.config.system_prompt
         tokens = counter_for(model.encoding, model.exact_tokens).message("system", prompt)
         return Profile(user_id, model.id, prompt, tokens, model.encoding)
+
+    def _collect_media(self, store: SessionStore) -> None:
+        """Delete stored images no conversation references (cleared, deleted): at start, then hourly."""
+        while True:
+            try:
+                self.media.store.collect(store.image_refs())
+            except Exception:  # housekeeping must never take the bot down
+                log.exception("sweeping unreferenced images failed")
+            if self.stop_event.wait(MEDIA_COLLECT_EVERY):
+                return
 
     def _get_me(self) -> BotIdentity | None:
         backoff = 1.0

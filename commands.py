@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from telebot import types
 
+import attachments
 import chat
 import llm
 from config import VERSION, Config
@@ -27,7 +28,7 @@ from i18n import Catalog
 from llm import LLMClient
 from models import ModelInfo, Registry, UnknownModel
 from presets import Preset
-from router import MEDIA_NAMES, BotIdentity, Incoming, StopGeneration
+from router import BotIdentity, Incoming, StopGeneration
 from sender import Sender, TelegramError
 from sessions import Session, SessionStore
 from streaming import LiveReply, TypingTicker
@@ -58,6 +59,7 @@ class App:
     typing: TypingTicker
     me: BotIdentity
     catalog: Catalog
+    media: attachments.MediaSupport = field(default_factory=attachments.MediaSupport)
     commands: dict[str, Command] = field(default_factory=dict)
     # (chat id, draft id) -> the cancel flag of the answer being generated there.
     active: dict[tuple[int, int], threading.Event] = field(default_factory=dict)
@@ -115,8 +117,7 @@ def handle(app: App, inc: Incoming) -> None:
         elif inc.kind == "edited":
             app.reply(inc, app.t(inc, "errors.edited"))
         else:
-            kind = inc.text if inc.text in MEDIA_NAMES else "other"
-            app.reply(inc, app.t(inc, "errors.unsupported", what=app.t(inc, f"media.{kind}")))
+            attachments.handle(app, inc, handle_chat)
     except TelegramError as exc:
         log.error("update %s: Telegram refused the reply: %s", inc.update_id, exc.description)
     except Exception:
@@ -143,9 +144,11 @@ def refuse(app: App, inc: Incoming) -> None:
 
 # -- chat -------------------------------------------------------------------------------------------
 
-def handle_chat(app: App, inc: Incoming) -> None:
-    """Any text that is not a command: one turn with the model, streamed into the chat."""
-    text = inc.text.strip()
+def handle_chat(app: App, inc: Incoming, text: str | None = None, images: tuple[str, ...] = (),
+                file_name: str | None = None) -> None:
+    """Any text that is not a command: one turn with the model, streamed into the chat. An attachment
+    comes here as what it became: a transcript, a caption with `images`, a file's text (`file_name`)."""
+    text = (inc.text if text is None else text).strip()
     if not _clean_arg(text):  # nothing visible: only spaces, marks and invisible characters
         app.reply(inc, app.t(inc, "errors.empty_text"))
         return
@@ -173,9 +176,11 @@ def handle_chat(app: App, inc: Incoming) -> None:
             session=session, store=app.store, llm=app.llm, model=model, text=text,
             reply_cap=app.config.max_reply_tokens, warn_ratio=app.config.context_warn_ratio,
             stream=app.config.stream, temperature=preset.temperature if preset else None,
-            on_delta=on_delta, cancel=cancel)
+            on_delta=on_delta, cancel=cancel, images=images, image_url=app.media.image_url(model))
     except llm.LLMError as exc:
         log.warning("update %s: model %s failed: %r", inc.update_id, model.id, exc)
+        if isinstance(exc, llm.ImagesNotSupported):
+            app.media.text_only.add(model.id)
         live.finish("", "\n\n".join([_llm_error(app, inc, exc, model), *notices]))
         return
     finally:
@@ -185,19 +190,25 @@ def handle_chat(app: App, inc: Incoming) -> None:
             app.no_drafts.add(inc.chat_id)
 
     if outcome.too_large:
-        app.reply(inc, _too_large(app, inc, model, outcome.message_tokens))
+        app.reply(inc, _too_large(app, inc, model, outcome.message_tokens, file_name))
         return
     if outcome.reset:
         notices.append(app.t(inc, "chat.reset"))
+    if outcome.images_left_out:
+        app.media.text_only.add(model.id)
+        notices.append(app.t(inc, "images.left_out", model=html.escape(model.id)))
     assert outcome.completion is not None
     # Notes go after the answer: parts sent while it streamed stay as they are.
     live.finish(outcome.completion.text, "\n\n".join([*_after_answer(app, inc, outcome, session), *notices]))
 
 
-def _too_large(app: App, inc: Incoming, model: ModelInfo, tokens: int) -> str:
+def _too_large(app: App, inc: Incoming, model: ModelInfo, tokens: int, file_name: str | None) -> str:
     reserve = model.reply_reserve(app.config.max_reply_tokens)
-    return app.t(inc, "chat.too_large", model=html.escape(model.id), approx=_approx(model),
-                 tokens=f"{tokens:,}", window=f"{model.context_window:,}", reserve=f"{reserve:,}")
+    figures = {"model": html.escape(model.id), "approx": _approx(model), "tokens": f"{tokens:,}",
+               "window": f"{model.context_window:,}", "reserve": f"{reserve:,}"}
+    if file_name is not None:
+        return app.t(inc, "files.too_large", name=f"<b>{html.escape(file_name)}</b>", **figures)
+    return app.t(inc, "chat.too_large", **figures)
 
 
 def _after_answer(app: App, inc: Incoming, outcome: chat.Outcome, session: Session) -> list[str]:

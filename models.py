@@ -80,6 +80,7 @@ class ModelInfo:
     # Shown in the picker and /info; discovered models of a described provider are reachable by id only.
     featured: bool = True
     vision: bool | None = None  # takes image input; None: nobody says, so an image is tried
+    image_tokens: str = "openai"  # its provider's image-token formula (Provider.image_tokens)
 
     @property
     def label(self) -> str:
@@ -131,7 +132,11 @@ class Registry:
                         CONSERVATIVE_WINDOW)
         provider = self.models[self.default_model].provider if self.default_model in self.models else "openai"
         return ModelInfo(model_id, provider, CONSERVATIVE_WINDOW, CONSERVATIVE_OUTPUT,
-                         encoding=FALLBACK_ENCODING, known=False)
+                         encoding=FALLBACK_ENCODING, known=False, image_tokens=self._image_tokens(provider))
+
+    def _image_tokens(self, provider: str) -> str:
+        known = self.providers.get(provider)
+        return known.image_tokens if known else "openai"
 
     def available(self, featured_only: bool = False) -> list[ModelInfo]:
         """Offered models, grouped by provider in catalog order."""
@@ -163,7 +168,7 @@ class Registry:
                     model_id, provider, window or CONSERVATIVE_WINDOW,
                     min(CONSERVATIVE_OUTPUT * 4, (window or CONSERVATIVE_WINDOW) // 4),
                     encoding=encoding or FALLBACK_ENCODING, exact_tokens=encoding is not None,
-                    featured=gateway or not described,
+                    featured=gateway or not described, image_tokens=self._image_tokens(provider),
                 )
                 added += 1
             elif window and current.provider == provider and model_id not in self.user_defined:
@@ -340,4 +345,5 @@ def _model(spec: Mapping[str, Any], providers: Mapping[str, Provider], label: st
         reasoning=bool(spec.get("reasoning", False)),
         shutdown=shutdown,
         vision=vision,
+        image_tokens=providers[provider].image_tokens,
     )

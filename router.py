@@ -27,6 +27,18 @@ MEDIA_NAMES = {
 
 
 @dataclass(frozen=True)
+class Media:
+    """An attachment: the message field it came in, and what Telegram tells of the file."""
+
+    field: str  # "photo", "voice", "document", "sticker"...
+    file_id: str = ""  # empty for things that are no file (locations, polls...)
+    file_size: int | None = None
+    mime_type: str | None = None
+    file_name: str | None = None
+    duration: int | None = None  # seconds, for voice, audio and video
+
+
+@dataclass(frozen=True)
 class Incoming:
     """One thing a user did, reduced to what the handlers need."""
 
@@ -43,6 +55,7 @@ class Incoming:
     callback_id: str = ""
     language: str | None = None
     thread_id: int | None = None  # the forum topic, or the private chat's topic
+    media: Media | None = None  # kind "media": what is attached; `text` is its caption
 
     @property
     def place(self) -> Place:
@@ -134,11 +147,15 @@ def _message(update_id: int, message: dict[str, Any], me: BotIdentity, kind: str
     to_us = private or (replied.get("from") or {}).get("id") == me.id
     base = dict(update_id=update_id, user_id=who[0], user_name=who[1], chat_id=chat_id, private=private,
                 message_id=message.get("message_id"), language=who[2], thread_id=_thread(message, private))
+    mention = re.compile(rf"@{re.escape(me.username)}\b", re.I) if me.username else None
     if not isinstance(text, str):
-        media = next((m for m in MEDIA_NAMES if m in message), None)
-        if not to_us or media is None:
+        field = next((m for m in MEDIA_NAMES if m in message), None)
+        caption = _clean(message["caption"]) if isinstance(message.get("caption"), str) else ""
+        if not private and mention is not None and mention.search(caption):
+            to_us, caption = True, mention.sub("", caption).strip()
+        if not to_us or field is None:
             return None
-        return Incoming(kind=kind or "media", text=media, **base)
+        return Incoming(kind=kind or "media", text=caption, media=_media(field, message[field]), **base)
     text = _clean(text)
     if kind == "edited":
         return Incoming(kind="edited", text=text, **base) if to_us else None
@@ -147,10 +164,27 @@ def _message(update_id: int, message: dict[str, Any], me: BotIdentity, kind: str
         if target and not private and target.lower() != me.username.lower():
             return None  # /cmd@OtherBot in a group; in private only we can read it
         return Incoming(kind="command", text=text, command=name.lower(), args=args.strip(), **base)
-    mention = re.compile(rf"@{re.escape(me.username)}\b", re.I) if me.username else None
     if not private and mention is not None and mention.search(text):
         return Incoming(kind="text", text=mention.sub("", text).strip(), **base)
     return Incoming(kind="text", text=text, **base) if to_us else None
+
+
+def _media(field: str, value: Any) -> Media:
+    """What the handlers need of an attachment; a photo comes in several sizes: the largest is taken."""
+    if field == "photo" and isinstance(value, list):
+        sizes = [s for s in value if isinstance(s, dict)]
+        value = max(sizes, key=lambda s: _int(s.get("width")) * _int(s.get("height")), default={})
+    if not isinstance(value, dict):
+        return Media(field)
+    def text(key: str) -> str | None:
+        return value[key] if isinstance(value.get(key), str) else None
+
+    return Media(field, text("file_id") or "", _int(value.get("file_size")) or None, text("mime_type"),
+                 text("file_name"), _int(value.get("duration")) or None)
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _clean(text: str) -> str:

@@ -236,7 +236,7 @@ class Session:
             self.profile.system_tokens = count("system", self.profile.system_prompt)
         self.conversation.recount(encoding, count_message or (lambda m: count(m.role, m.content)))
 
-    def request_messages(self, image_url: Callable[[str], str] | None = None,
+    def request_messages(self, image_url: Callable[[str], str | None] | None = None,
                          history: bool = True) -> list[dict[str, object]]:
         """The history (unless `history` is False) in the chat-completions shape, system prompt first.
 
@@ -245,14 +245,17 @@ class Session:
         """
         head: list[dict[str, object]] = (
             [{"role": "system", "content": self.system_prompt}] if self.system_prompt else [])
-        return head + [_request_message(m, image_url) for m in (self.messages if history else ())]
+        return head + [request_message(m, image_url) for m in (self.messages if history else ())]
 
 
-def _request_message(message: Message, image_url: Callable[[str], str] | None) -> dict[str, object]:
-    if not message.images or image_url is None:
+def request_message(message: Message, image_url: Callable[[str], str | None] | None) -> dict[str, object]:
+    """One message in the chat-completions shape; without `image_url` its images are left out, and
+    an image whose URL is None (its file is gone) too."""
+    urls = [url for ref in message.images if (url := image_url(ref))] if image_url else []
+    if not urls:
         return {"role": message.role, "content": message.content}
     parts: list[dict[str, object]] = [{"type": "text", "text": message.content}]
-    parts += [{"type": "image_url", "image_url": {"url": image_url(ref)}} for ref in message.images]
+    parts += [{"type": "image_url", "image_url": {"url": url}} for url in urls]
     return {"role": message.role, "content": parts}
 
 
@@ -354,6 +357,12 @@ class SessionStore:
 
     def __len__(self) -> int:
         return len(self._conversations)
+
+    def image_refs(self) -> set[str]:
+        """Every image any conversation (archived ones too) references: what the media store keeps."""
+        with self._lock:
+            conversations = list(self._conversations.values())
+        return {ref for c in conversations for m in list(c.messages) for ref in m.images}
 
     # -- changes -------------------------------------------------------------------------------
 

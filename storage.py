@@ -185,12 +185,6 @@ class SqliteBackend:
         except sqlite3.Error as exc:
             self._log_error(f"deleting conversation {conversation_id}", exc)
 
-    def image_refs(self) -> set[str]:
-        """Every image reference a stored message holds (for dropping unreferenced files)."""
-        with self._lock:
-            rows = self._db.execute("SELECT images FROM messages WHERE images IS NOT NULL").fetchall()
-        return {ref for (images,) in rows for ref in json.loads(images)}
-
     def _write_profile(self, profile: Profile) -> None:
         usage = json.dumps({"prompt_tokens": profile.usage.prompt_tokens,
                             "completion_tokens": profile.usage.completion_tokens,

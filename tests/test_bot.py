@@ -192,11 +192,12 @@ def test_provider_context_overflow_resets_and_retries_once(harness: Harness) -> 
     assert [m.content for m in harness.session().messages] == ["next", "echo: next"]
 
 
-def test_non_text_message_is_not_supported_yet(harness: Harness) -> None:
+def test_a_sticker_is_not_something_the_bot_reads(harness: Harness) -> None:
     harness.tg.send_message(ALICE, sticker={"file_id": "x", "file_unique_id": "y", "type": "regular",
                                             "width": 512, "height": 512, "is_animated": False,
                                             "is_video": False})
-    assert "stickers are not supported yet" in harness.replies(ALICE, 1)[-1]
+    assert "can't read stickers" in harness.replies(ALICE, 1)[-1]
+    assert harness.tg.calls_of("getFile") == [] and harness.chat_requests() == []
 
 
 def test_unknown_command(harness: Harness) -> None:

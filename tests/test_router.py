@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from router import BotIdentity, Incoming, StopGeneration, parse_update
+from router import BotIdentity, Incoming, Media, StopGeneration, parse_update
 
 ME = BotIdentity(999, "test_bot")
 USER = 42
@@ -127,14 +127,35 @@ def test_reply_to_someone_else_in_a_group_is_ignored() -> None:
                                               ("voice", {"file_id": "z"})])
 def test_media_in_private(field: str, value: Any) -> None:
     result = parse_message(None, **{field: value})
-    assert result is not None and (result.kind, result.text) == ("media", field)
+    assert result is not None and (result.kind, result.text) == ("media", "")
+    assert result.media is not None and result.media.field == field and result.media.file_id in "xyz"
 
 
-def test_media_in_a_group_only_when_replying_to_us() -> None:
+def test_media_in_a_group_only_when_replying_to_us_or_mentioning_us() -> None:
     assert parse_message(None, group=True, sticker={"file_id": "x"}) is None
+    assert parse_message(None, group=True, photo=[{"file_id": "x"}], caption="look at this") is None
     replied = {"message_id": 9, "from": {"id": ME.id, "is_bot": True}}
     result = parse_message(None, group=True, sticker={"file_id": "x"}, reply_to_message=replied)
-    assert result is not None and (result.kind, result.text) == ("media", "sticker")
+    assert result is not None and result.kind == "media" and result.media == Media("sticker", "x")
+    result = parse_message(None, group=True, photo=[{"file_id": "x"}], caption="@test_bot what is it?")
+    assert result is not None and result.text == "what is it?" and result.media == Media("photo", "x")
+
+
+def test_media_carries_what_the_handlers_need() -> None:
+    document = {"file_id": "d", "file_unique_id": "u", "file_name": "notes.md", "mime_type": "text/markdown",
+                "file_size": 1234}
+    result = parse_message(None, document=document, caption="summarise")
+    assert result is not None and result.text == "summarise"
+    assert result.media == Media("document", "d", 1234, "text/markdown", "notes.md")
+    voice = {"file_id": "v", "duration": 7, "mime_type": "audio/ogg"}
+    assert (parse_message(None, voice=voice) or Incoming(0, "", 0, "", 0, True)).media == Media(
+        "voice", "v", None, "audio/ogg", None, 7)
+    sizes = [{"file_id": "big", "width": 1280, "height": 960, "file_size": 90_000},
+             {"file_id": "small", "width": 90, "height": 68, "file_size": 2_000}]
+    photo = (parse_message(None, photo=sizes) or Incoming(0, "", 0, "", 0, True)).media
+    assert photo == Media("photo", "big", 90_000)  # the largest, wherever it is in the list
+    odd = parse_message(None, document={"file_id": 5, "file_size": "big"})
+    assert odd is not None and odd.media == Media("document", "")  # malformed fields are dropped
 
 
 def test_service_message_or_unknown_kind_in_private_is_ignored() -> None:

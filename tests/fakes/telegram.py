@@ -312,6 +312,7 @@ class FakeTelegram(FakeServer):
         chat_id: int | None = None,
         chat_type: str | None = None,
         reply_to_message_id: int | None = None,
+        language_code: str = "en",
         file_size: bool = True,
         file_name: str | None = None,
         mime_type: str | None = None,
@@ -325,7 +326,7 @@ class FakeTelegram(FakeServer):
             fields["caption"] = caption
             if found := auto_entities(caption):
                 fields["caption_entities"] = found
-        return self.send_message(user_id, chat_id, chat_type=chat_type,
+        return self.send_message(user_id, chat_id, chat_type=chat_type, language_code=language_code,
                                  reply_to_message_id=reply_to_message_id, **fields)
 
     def edit_user_message(self, user_id: int, message_id: int, text: str, chat_id: int | None = None) -> int:
