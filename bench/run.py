@@ -22,6 +22,7 @@ import first_token
 import idle_cpu
 import long_stream
 import outage
+import photo_turn
 import restore
 from _common import ROOT, Report, Row, met_label, quiet
 
@@ -69,6 +70,7 @@ def run_all(quick: bool) -> list[Report]:
         done["4"] = _safely("Figure 4: long streamed answer", long_stream.run, quick)
         done["6"] = idle.result()
     done["7"] = _safely("Figure 7: Telegram outage", outage.run, quick)
+    done["8"] = _safely("Figure 8: photo turn overhead", photo_turn.run, quick)
     return [done[key] for key in sorted(done)]
 
 
@@ -132,7 +134,7 @@ python bench/run.py              # every figure; about 4–5 minutes on 2 cores;
 python bench/run.py --quick      # fewer repetitions (about 3 minutes)
 python bench/run.py --no-write   # print the table only
 python bench/burst.py            # one figure alone: burst, first_token, accounting, long_stream,
-                                 # restore, idle_cpu, outage (prints; does not write this file)
+                                 # restore, idle_cpu, outage, photo_turn (prints; does not write this file)
 ```
 
 Everything runs on 127.0.0.1 against the strict fakes of the test suite (`tests/fakes`): FakeTelegram
