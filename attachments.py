@@ -100,14 +100,14 @@ class Turn(Protocol):
 
 def handle(app: App, inc: Incoming, turn: Turn) -> None:
     """An attachment: checked (kind, size, model) before any download, then made into a turn."""
-    item = inc.media
-    kind = Kind.UNSUPPORTED
-    if item is not None and item.file_id:
-        kind = media.kind_of(item.field, item.mime_type, item.file_name)
-    if item is None or kind is Kind.UNSUPPORTED:
-        field_name = item.field if item is not None else "other"
-        what = app.t(inc, f"media.{field_name}") if field_name in MEDIA_NAMES else app.t(inc, "media.other")
-        app.reply(inc, app.t(inc, "errors.unsupported", what=what))
+    item = inc.media or Media("other")
+    kind = media.kind_of(item.field, item.mime_type, item.file_name)
+    if kind is Kind.UNSUPPORTED:
+        what = f"media.{item.field}" if item.field in MEDIA_NAMES else "media.other"
+        app.reply(inc, app.t(inc, "errors.unsupported", what=app.t(inc, what)))
+        return
+    if not item.file_id:  # a file Telegram described without an id: nothing to fetch
+        app.reply(inc, app.t(inc, "files.download_failed"))
         return
     if kind is Kind.OTHER:
         name = html.escape(item.file_name or item.mime_type or "?")

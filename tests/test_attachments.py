@@ -290,6 +290,13 @@ def test_a_refused_user_costs_no_download(harness: Harness) -> None:
     assert harness.llm.transcriptions == [] and harness.chat_requests() == []
 
 
+def test_a_file_without_an_id_is_said_and_fetches_nothing(harness: Harness) -> None:
+    harness.tg.send_message(ALICE, photo=[{"width": 90, "height": 90}], caption="odd")
+    assert harness.replies(ALICE, 1) == [
+        "Sorry, I couldn't download that file from Telegram. Please send it again."]
+    assert harness.tg.calls_of("getFile") == [] and harness.chat_requests() == []
+
+
 def test_a_failed_download_is_said_and_changes_nothing(harness: Harness) -> None:
     harness.ask("before")
     harness.tg.fail_next("download", 502)
