@@ -88,6 +88,17 @@ def test_video_notes_and_audio_files_are_transcribed_too(harness: Harness) -> No
     assert last_user_content(harness) == "translate this\n\ntranscript of memo.m4a (4003 bytes)"
 
 
+def test_a_failed_transcription_is_said_and_changes_nothing(harness: Harness) -> None:
+    harness.ask("before")
+    # OpenAI tells formats by the file's extension and refuses those it does not take.
+    [answer] = send(harness, "audio", b"FORM\x00\x00\x10\x00AIFF" + bytes(4000), file_name="memo.aiff",
+                    mime_type="audio/aiff")
+    assert answer == ("Sorry, I couldn't transcribe that (OpenAI did not manage it). Please try again, "
+                      "or type it.")
+    assert harness.llm.transcriptions == [] and len(harness.chat_requests()) == 1
+    assert [m.content for m in harness.session().messages] == ["before", "echo: before"]
+
+
 def test_with_transcription_off_a_voice_note_gets_one_sentence(start_bot: Callable[..., Harness]) -> None:
     h = start_bot(TRANSCRIBE_MODEL="off")
     [answer] = send(h, "voice", samples.ogg_voice(), mime_type="audio/ogg", duration=2)
