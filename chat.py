@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from llm import Completion, ContextTooLong, LLMClient, Request
 from models import ModelInfo
+from quotas import Quotas
 from sessions import Fit, Session, SessionStore
 from tokens import Counter, counter_for
 
@@ -46,7 +47,7 @@ def sync_encoding(session: Session, model: ModelInfo) -> Counter:
 def run_turn(*, session: Session, store: SessionStore, llm: LLMClient, model: ModelInfo, text: str,
              reply_cap: int, warn_ratio: float, stream: bool, temperature: float | None = None,
              on_delta: Callable[[str], None] | None = None,
-             cancel: threading.Event | None = None) -> Outcome:
+             cancel: threading.Event | None = None, quotas: Quotas | None = None) -> Outcome:
     """Answer `text` in `session`; LLM errors propagate with the session unchanged."""
     tokens = sync_encoding(session, model)
     message_tokens = tokens.message("user", text)
@@ -79,6 +80,9 @@ def run_turn(*, session: Session, store: SessionStore, llm: LLMClient, model: Mo
         session.clear()
     if completion.prompt_tokens is not None or completion.completion_tokens is not None:
         session.usage.add(completion.prompt_tokens or 0, completion.completion_tokens or 0)
+        if quotas is not None:
+            quotas.record(session.user_id, completion.prompt_tokens or 0, completion.completion_tokens or 0,
+                          model, completion.cached_tokens)
         _compare(model, session.prompt_tokens(message_tokens), completion.prompt_tokens)
 
     answer = completion.text

@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
 
@@ -76,6 +77,9 @@ class Config:
     request_timeout: float = 120.0
     max_reply_tokens: int = 8192
     poll_timeout: int = 25
+    daily_token_limit: int = 0  # tokens per user per day; 0 = no limit
+    monthly_cost_limit: float = 0.0  # USD per user per month; 0 = no limit
+    timezone: str = "UTC"  # where a quota day starts at 00:00
 
     def is_admin(self, user_id: int) -> bool:
         return user_id in self.admin_user_ids
@@ -135,6 +139,9 @@ def load_config(environ: Mapping[str, str] | None = None, dotenv_path: str | Pat
         request_timeout=r.number("REQUEST_TIMEOUT", 120.0, low=1, high=3600),
         max_reply_tokens=int(r.number("MAX_REPLY_TOKENS", 8192, low=16, high=1_000_000, integer=True)),
         poll_timeout=int(r.number("POLL_TIMEOUT", 25, low=1, high=50, integer=True)),
+        daily_token_limit=int(r.number("DAILY_TOKEN_LIMIT", 0, low=0, high=10**12, integer=True)),
+        monthly_cost_limit=r.number("MONTHLY_COST_LIMIT", 0.0, low=0, high=10**9),
+        timezone=r.timezone("TIMEZONE"),
     )
 
 
@@ -226,6 +233,14 @@ class _Reader:
                 raise ConfigError(name, f"expected comma-separated numeric user ids, got {item!r}")
             ids.add(int(item))
         return False, frozenset(ids)
+
+    def timezone(self, name: str) -> str:
+        raw = self.text(name, "") or "UTC"
+        try:
+            ZoneInfo(raw)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(name, f"unknown time zone {raw!r} (an IANA name like Europe/Moscow)") from None
+        return raw
 
     def path(self, name: str, must_exist: bool = False) -> Path | None:
         raw = self.text(name, "")
