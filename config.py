@@ -236,6 +236,8 @@ class _Reader:
 
     def timezone(self, name: str) -> str:
         raw = self.text(name, "") or "UTC"
+        if raw == "UTC":
+            return raw  # needs no time zone database (slim images may have none)
         try:
             ZoneInfo(raw)
         except (ZoneInfoNotFoundError, ValueError):

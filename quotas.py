@@ -99,7 +99,7 @@ class Quotas:
         self.daily_tokens = daily_tokens
         self.monthly_cost = monthly_cost
         self.timezone = timezone
-        self._tz = ZoneInfo(timezone)
+        self._tz: dt.tzinfo = dt.UTC if timezone == "UTC" else ZoneInfo(timezone)
         self._exempt = exempt
         self._clock = clock
         self._lock = threading.Lock()
