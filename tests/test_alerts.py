@@ -73,10 +73,9 @@ def test_repeated_401s_alert_the_admin_once(harness: Harness) -> None:
 
 
 def test_used_up_quota_apologises_and_alerts(harness: Harness) -> None:
-    harness.llm.script(Reply.quota_exhausted(), Reply.quota_exhausted())  # the SDK retries a 429 once
+    harness.llm.script(Reply.insufficient_quota())
     answer = harness.ask("hello")
-    assert answer == "OpenAI refused the request: the bot's account there has run out of quota or credit. " \
-                     "Please tell the bot's owner."
+    assert answer == "OpenAI says the bot's account is out of credit. The bot's owner has been told."
     alert, = harness.tg.wait_messages(ADMIN, 1)
     assert "OpenAI says the bot's account has run out of quota or credit" in alert
 

@@ -215,14 +215,15 @@ def test_cost_is_shown_only_where_the_price_is_known(start_bot: Callable[..., Ha
     models = tmp_path / "models.toml"
     models.write_text('[[models]]\nid = "house"\nprovider = "openai"\ncontext_window = 8192\n'
                       '[[models]]\nid = "gpt-5.4-mini"\nprovider = "openai"\ncontext_window = 400000\n'
-                      'max_output = 8192\nprice_in = 1.0\nprice_out = 2.0\n')
+                      'max_output = 8192\nprice_in = 1.0\nprice_out = 2.0\nprice_cached_in = 0.5\n')
     h = start_bot(MODELS_FILE=str(models), DEFAULT_MODEL="house", STREAM="false")
     h.llm.script(Reply("ok", usage=usage(1000, 1000)), Reply("ok", usage=usage(1000, 1000)))
     h.ask("hi", user=BOB)
     h.ask("hi")
     assert "≈" not in h.ask("/usage", user=BOB) and "cost" not in h.ask("/t", user=BOB).lower()
     h.ask("/model gpt-5.4-mini")
-    h.llm.script(Reply("ok", usage=usage(1000, 1000)))  # the MODELS_FILE price: $0.003
+    # The MODELS_FILE price, the prompt from the provider's cache: 1,000 * $0.5 + 1,000 * $2 per million.
+    h.llm.script(Reply("ok", usage={**usage(1000, 1000), "prompt_tokens_details": {"cached_tokens": 1000}}))
     h.ask("hi again")
-    assert "Today: 4,000 tokens in 2 requests, ≈$0.0030 (not counting 2,000 tokens" in h.ask("/usage")
-    assert "Estimated cost: ≈$0.0030 today, ≈$0.0030 this month (not counting 2,000" in h.ask("/t")
+    assert "Today: 4,000 tokens in 2 requests, ≈$0.0025 (not counting 2,000 tokens" in h.ask("/usage")
+    assert "Estimated cost: ≈$0.0025 today, ≈$0.0025 this month (not counting 2,000" in h.ask("/t")
