@@ -44,6 +44,7 @@ RUN pip install --no-cache-dir -r requirements.txt \
 # Application code only (see .dockerignore): modules and bundled TOML data,
 # owned by root so the app user cannot modify its own code.
 COPY *.py *.toml ./
+COPY locales/ ./locales/
 
 # Numeric uid:gid so runtimes can verify non-root (e.g. Kubernetes runAsNonRoot).
 USER 10001:10001

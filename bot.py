@@ -20,6 +20,8 @@ from telebot import apihelper, types
 from telebot.apihelper import ApiException, ApiTelegramException
 
 import commands
+from access import Access
+from alerts import Alerts, Notifier
 from attachments import MediaSupport, transcription
 from config import Config, ConfigError, data_dir_from_env, load_config, setup_logging
 from dispatch import Dispatcher
@@ -28,6 +30,7 @@ from llm import LLMClient, LLMError
 from mediastore import MediaStore
 from models import Registry, load_registry
 from presets import load_presets
+from quotas import Quotas
 from router import BotIdentity, Incoming, StopGeneration, parse_update
 from sender import RateLimiter, Sender
 from sessions import MemoryBackend, Profile, SessionStore
@@ -90,8 +93,17 @@ class Bot:
                 raise ConfigError("DEFAULT_MODEL", "no model is described and the configured providers "
                                                    "listed none (is the local server up?); set DEFAULT_MODEL")
         store = SessionStore(self.backend or MemoryBackend(), self._new_profile)
-        self.app = commands.App(self.config, self.registry, self.presets, store,
-                                self.llm, self.sender, TypingTicker(self.sender), me, self.catalog,
+        config = self.config
+        access = Access(config, self.backend)
+        quotas = Quotas(self.backend, daily_tokens=config.daily_token_limit,
+                        monthly_cost=config.monthly_cost_limit, timezone=config.timezone,
+                        exempt=config.is_admin)
+        notifier = Notifier(self.sender, self.catalog, store, access)
+        alerts = Alerts(config.admin_user_ids, notifier)
+        if self.backend is not None:
+            self.backend.on_failure = alerts.storage_failed
+        self.app = commands.App(config, self.registry, self.presets, store, self.llm, self.sender,
+                                TypingTicker(self.sender), me, self.catalog, access, quotas, notifier, alerts,
                                 media=self.media)
         commands.register_handlers(self.app)
         log.info("@%s ready: conversations restored: %d, models: %d, default %s", me.username, len(store),
@@ -149,7 +161,7 @@ class Bot:
         assert self.app is not None
         for language in (None, *self.catalog.languages):
             texts = [types.BotCommand(c.name, self.catalog.text(language or "en", f"commands.{c.name}"))
-                     for c in self.app.commands.values()]
+                     for c in self.app.commands.values() if not c.admin]
             try:
                 self.sender.call(None, self.telebot.set_my_commands, texts, language_code=language,
                                  throttle=False, patience=30)

@@ -15,6 +15,7 @@ import media
 from llm import Completion, ContextTooLong, ImagesNotSupported, LLMClient, Request
 from mediastore import image_size
 from models import ModelInfo
+from quotas import Quotas
 from sessions import Fit, Message, Session, SessionStore, request_message
 from tokens import Counter, counter_for
 
@@ -56,7 +57,7 @@ def run_turn(*, session: Session, store: SessionStore, llm: LLMClient, model: Mo
              reply_cap: int, warn_ratio: float, stream: bool, temperature: float | None = None,
              on_delta: Callable[[str], None] | None = None, cancel: threading.Event | None = None,
              images: tuple[str, ...] = (),
-             image_url: Callable[[str], str | None] | None = None) -> Outcome:
+             image_url: Callable[[str], str | None] | None = None, quotas: Quotas | None = None) -> Outcome:
     """Answer `text` (with `images`, by reference) in `session`; LLM errors propagate with the session
     unchanged. `image_url` makes references into URLs; None sends the history's images as nothing."""
     tokens = sync_encoding(session, model)
@@ -103,6 +104,9 @@ def run_turn(*, session: Session, store: SessionStore, llm: LLMClient, model: Mo
         session.clear()
     if completion.prompt_tokens is not None or completion.completion_tokens is not None:
         session.usage.add(completion.prompt_tokens or 0, completion.completion_tokens or 0)
+        if quotas is not None:
+            quotas.record(session.user_id, completion.prompt_tokens or 0, completion.completion_tokens or 0,
+                          model, completion.cached_tokens)
         _compare(model, session.prompt_tokens(new.tokens), completion.prompt_tokens)
 
     answer = completion.text

@@ -23,11 +23,15 @@ from telebot import types
 import attachments
 import chat
 import llm
+import team
+from access import Access
+from alerts import Alerts, Notifier
 from config import VERSION, Config
 from i18n import Catalog
 from llm import LLMClient
 from models import ModelInfo, Registry, UnknownModel
 from presets import Preset
+from quotas import Quotas
 from router import BotIdentity, Incoming, StopGeneration
 from sender import Sender, TelegramError
 from sessions import Session, SessionStore
@@ -44,6 +48,7 @@ MAX_LISTED_SESSIONS = 30  # /sessions for an admin: the most recent, so the answ
 class Command:
     name: str  # its description is the catalog's `commands.<name>`
     handler: Handler
+    admin: bool = False  # for admins only: not in the menu, in /help only for admins
 
 
 @dataclass
@@ -59,6 +64,10 @@ class App:
     typing: TypingTicker
     me: BotIdentity
     catalog: Catalog
+    access: Access
+    quotas: Quotas
+    notifier: Notifier
+    alerts: Alerts
     media: attachments.MediaSupport = field(default_factory=attachments.MediaSupport)
     commands: dict[str, Command] = field(default_factory=dict)
     # (chat id, draft id) -> the cancel flag of the answer being generated there.
@@ -98,14 +107,19 @@ def register_handlers(app: App) -> None:
         ("preset", cmd_preset),
         ("sessions", cmd_sessions),
         ("lang", cmd_lang),
+        ("usage", team.cmd_usage),
     ):
         app.commands[name] = Command(name, handler)
+    for name, handler in (("limit", team.cmd_limit), ("allow", team.cmd_allow), ("deny", team.cmd_deny)):
+        app.commands[name] = Command(name, handler, admin=True)
 
 
 def handle(app: App, inc: Incoming) -> None:
     """Run the handler for one Incoming; any failure ends this turn only, with a short apology."""
     try:
-        if not app.config.is_allowed(inc.user_id):
+        app.access.seen(inc.user_id, inc.user_name, inc.language)
+        # First, before anything is downloaded or sent anywhere.
+        if not app.access.allowed(inc.user_id):
             refuse(app, inc)
         elif inc.kind == "command":
             command = app.commands.get(inc.command)
@@ -140,6 +154,7 @@ def refuse(app: App, inc: Incoming) -> None:
         app.sender.answer_callback(inc.callback_id, app.t(inc, "errors.not_allowed_button"))
         return
     app.reply(inc, app.t(inc, "errors.not_allowed", user_id=inc.user_id))
+    team.on_stranger(app, inc)
 
 
 # -- chat -------------------------------------------------------------------------------------------
@@ -151,6 +166,9 @@ def handle_chat(app: App, inc: Incoming, text: str | None = None, images: tuple[
     text = (inc.text if text is None else text).strip()
     if not _clean_arg(text):  # nothing visible: only spaces, marks and invisible characters
         app.reply(inc, app.t(inc, "errors.empty_text"))
+        return
+    if (refusal := app.quotas.check(inc.user_id)) is not None:
+        app.reply(inc, team.quota_refusal(app, inc, refusal))
         return
     session = app.session(inc)
     notices = []
@@ -176,9 +194,11 @@ def handle_chat(app: App, inc: Incoming, text: str | None = None, images: tuple[
             session=session, store=app.store, llm=app.llm, model=model, text=text,
             reply_cap=app.config.max_reply_tokens, warn_ratio=app.config.context_warn_ratio,
             stream=app.config.stream, temperature=preset.temperature if preset else None,
-            on_delta=on_delta, cancel=cancel, images=images, image_url=app.media.image_url(model))
+            on_delta=on_delta, cancel=cancel, images=images, image_url=app.media.image_url(model),
+            quotas=app.quotas)
     except llm.LLMError as exc:
         log.warning("update %s: model %s failed: %r", inc.update_id, model.id, exc)
+        app.alerts.llm_failed(exc, _provider_title(app, model))
         if isinstance(exc, llm.ImagesNotSupported):
             app.media.text_only.add(model.id)
         live.finish("", "\n\n".join([_llm_error(app, inc, exc, model), *notices]))
@@ -249,10 +269,13 @@ def _ensure_model(app: App, session: Session) -> str | None:
     return old
 
 
-def _llm_error(app: App, inc: Incoming, exc: llm.LLMError, model: ModelInfo) -> str:
+def _provider_title(app: App, model: ModelInfo) -> str:
     known = app.registry.providers.get(model.provider)
-    provider = known.title if known else model.provider
-    names = {"model": html.escape(model.id), "provider": html.escape(provider)}
+    return known.title if known else model.provider
+
+
+def _llm_error(app: App, inc: Incoming, exc: llm.LLMError, model: ModelInfo) -> str:
+    names = {"model": html.escape(model.id), "provider": html.escape(_provider_title(app, model))}
     if isinstance(exc, llm.RateLimited):
         if exc.retry_after:
             return app.t(inc, "llm.rate_limited_wait", seconds=int(exc.retry_after), **names)
@@ -286,8 +309,10 @@ def cmd_info(app: App, inc: Incoming) -> None:
     session = app.session(inc)
     model = app.registry.resolve(session.model)
     used, window = session.prompt_tokens(), model.context_window
+    lang = app.lang(inc)
     lines = [
-        app.t(inc, "info.title", version=VERSION, uptime=_duration(time.time() - app.started)),
+        app.t(inc, "info.title", version=VERSION,
+              uptime=app.catalog.duration(lang, time.time() - app.started)),
         app.t(inc, "info.model", model=html.escape(model.id), window=f"{window:,}"),
         "",
         app.t(inc, "info.conversation"),
@@ -300,7 +325,8 @@ def cmd_info(app: App, inc: Incoming) -> None:
         _model_list(app, inc, model.id),
         "",
         app.t(inc, "info.presets"),
-        *(f"{html.escape(p.name)}: {html.escape(p.description or p.title)}" for p in app.presets.values()),
+        *(f"{html.escape(p.name)}: {html.escape(p.description_in(lang) or p.title_in(lang))}"
+          for p in app.presets.values()),
         "",
         app.t(inc, "info.commands"),
         _command_lines(app, inc),
@@ -316,6 +342,7 @@ def cmd_tokens(app: App, inc: Incoming) -> None:
     used, window = session.prompt_tokens(), model.context_window
     usage = session.usage
     approx = _approx(model)
+    cost = team.tokens_cost_line(app, inc)
     app.reply(inc, "\n".join([
         app.t(inc, "tokens.title", model=html.escape(model.id),
               estimated=app.t(inc, "tokens.estimated") if approx else ""),
@@ -324,6 +351,7 @@ def cmd_tokens(app: App, inc: Incoming) -> None:
         app.t(inc, "tokens.reserve", reserve=f"{model.reply_reserve(app.config.max_reply_tokens):,}"),
         app.t(inc, "tokens.spent", requests=usage.requests, prompt=f"{usage.prompt_tokens:,}",
               completion=f"{usage.completion_tokens:,}", total=f"{usage.total:,}"),
+        *([cost] if cost else []),
     ]))
 
 
@@ -406,7 +434,7 @@ def cmd_preset(app: App, inc: Incoming) -> None:
     """`/preset` shows the presets as buttons; `/preset <name>` switches to one."""
     name = _clean_arg(inc.args).lower()
     if not name:
-        app.reply(inc, app.t(inc, "preset.pick"), markup=_preset_keyboard(app, app.session(inc).preset))
+        app.reply(inc, app.t(inc, "preset.pick"), markup=_preset_keyboard(app, inc, app.session(inc).preset))
         return
     preset = app.presets.get(name)
     if preset is None:
@@ -426,7 +454,9 @@ def _apply_preset(app: App, inc: Incoming, session: Session, preset: Preset) -> 
         # "Into the user's language" (translator, teacher) needs to know it.
         prompt += f"\n\nThe user's Telegram app language code is {language}."
     _set_prompt(app, session, prompt, preset.name)
-    values = {"title": html.escape(preset.title), "description": html.escape(preset.description)}
+    lang = app.lang(inc)
+    values = {"title": html.escape(preset.title_in(lang)),
+              "description": html.escape(preset.description_in(lang))}
     if switched:
         return app.t(inc, "preset.on_model", model=html.escape(session.model), **values)
     return app.t(inc, "preset.on", **values)
@@ -476,6 +506,9 @@ def cmd_unknown(app: App, inc: Incoming) -> None:
 def handle_callback(app: App, inc: Incoming) -> None:
     """Every inline button lands here: `model:<key>`, `preset:<name>` and `lang:<code>`."""
     kind, _, value = inc.text.partition(":")
+    if kind == "access":
+        team.on_access_button(app, inc, value)
+        return
     session = app.session(inc)
     markup: types.InlineKeyboardMarkup | None
     if kind == "model" and (model := app.registry.by_key(value)) is not None:
@@ -483,7 +516,7 @@ def handle_callback(app: App, inc: Incoming) -> None:
         markup = _model_keyboard(app, session.model)
     elif kind == "preset" and (preset := app.presets.get(value)) is not None:
         confirmation = _apply_preset(app, inc, session, preset)
-        markup = _preset_keyboard(app, session.preset)
+        markup = _preset_keyboard(app, inc, session.preset)
     elif kind == "lang" and value in app.catalog.languages:
         confirmation, markup = _set_language(app, inc, value), None
     else:
@@ -507,9 +540,10 @@ def _model_keyboard(app: App, current: str) -> types.InlineKeyboardMarkup:
     return markup
 
 
-def _preset_keyboard(app: App, current: str | None) -> types.InlineKeyboardMarkup:
+def _preset_keyboard(app: App, inc: Incoming, current: str | None) -> types.InlineKeyboardMarkup:
     markup = types.InlineKeyboardMarkup(row_width=2)
-    markup.add(*(types.InlineKeyboardButton(f"{'✅ ' if p.name == current else ''}{p.title}",
+    lang = app.lang(inc)
+    markup.add(*(types.InlineKeyboardButton(f"{'✅ ' if p.name == current else ''}{p.title_in(lang)}",
                                             callback_data=f"preset:{p.name}")
                  for p in app.presets.values()))
     return markup
@@ -528,8 +562,9 @@ LANGUAGE_NAMES = {"en": "English", "ru": "Русский"}
 
 
 def _command_lines(app: App, inc: Incoming) -> str:
+    admin = app.access.is_admin(inc.user_id)
     return "\n".join(f"/{c.name}: {html.escape(app.t(inc, f'commands.{c.name}'))}"
-                     for c in app.commands.values())
+                     for c in app.commands.values() if admin or not c.admin)
 
 
 def _model_list(app: App, inc: Incoming, current: str) -> str:
@@ -550,18 +585,13 @@ def _prompt_label(app: App, inc: Incoming, session: Session, preview_known: bool
     preview = " ".join(session.system_prompt.split())
     preview = html.escape(preview[:80] + ("…" if len(preview) > 80 else ""))
     if session.preset and session.preset in app.presets:
-        label = app.t(inc, "prompt.preset", title=html.escape(app.presets[session.preset].title))
+        title = app.presets[session.preset].title_in(app.lang(inc))
+        label = app.t(inc, "prompt.preset", title=html.escape(title))
     elif session.system_prompt == app.config.system_prompt:
         label = app.t(inc, "prompt.default")
     else:
         return app.t(inc, "prompt.custom", preview=preview)
     return f"{label}: <i>{preview}</i>" if preview_known else label
-
-
-def _duration(seconds: float) -> str:
-    minutes = int(seconds // 60)
-    days, hours, minutes = minutes // 1440, minutes // 60 % 24, minutes % 60
-    return f"{days}d {hours}h" if days else f"{hours}h {minutes}m" if hours else f"{minutes}m"
 
 
 def _approx(model: ModelInfo) -> str:

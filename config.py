@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
 
@@ -79,6 +80,9 @@ class Config:
     # Voice notes: None picks the first configured provider that has a transcription model; "off" disables.
     transcribe_model: str | None = None
     transcribe_provider: str | None = None
+    daily_token_limit: int = 0  # tokens per user per day; 0 = no limit
+    monthly_cost_limit: float = 0.0  # USD per user per month; 0 = no limit
+    timezone: str = "UTC"  # where a quota day starts at 00:00
 
     def is_admin(self, user_id: int) -> bool:
         return user_id in self.admin_user_ids
@@ -140,6 +144,9 @@ def load_config(environ: Mapping[str, str] | None = None, dotenv_path: str | Pat
         poll_timeout=int(r.number("POLL_TIMEOUT", 25, low=1, high=50, integer=True)),
         transcribe_model=r.text("TRANSCRIBE_MODEL", "") or None,
         transcribe_provider=r.text("TRANSCRIBE_PROVIDER", "").lower() or None,
+        daily_token_limit=int(r.number("DAILY_TOKEN_LIMIT", 0, low=0, high=10**12, integer=True)),
+        monthly_cost_limit=r.number("MONTHLY_COST_LIMIT", 0.0, low=0, high=10**9),
+        timezone=r.timezone("TIMEZONE"),
     )
 
 
@@ -231,6 +238,16 @@ class _Reader:
                 raise ConfigError(name, f"expected comma-separated numeric user ids, got {item!r}")
             ids.add(int(item))
         return False, frozenset(ids)
+
+    def timezone(self, name: str) -> str:
+        raw = self.text(name, "") or "UTC"
+        if raw == "UTC":
+            return raw  # needs no time zone database (slim images may have none)
+        try:
+            ZoneInfo(raw)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(name, f"unknown time zone {raw!r} (an IANA name like Europe/Moscow)") from None
+        return raw
 
     def path(self, name: str, must_exist: bool = False) -> Path | None:
         raw = self.text(name, "")

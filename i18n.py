@@ -43,6 +43,16 @@ class Catalog:
             raise CatalogError(f"no text for {key!r}")
         return template.format(**values) if values else template
 
+    def duration(self, language: str, seconds: float) -> str:
+        """A span of time as `1d 2h`, `3h 4m` or `5m`, in the units of `language`."""
+        minutes = max(int(seconds // 60), 0)
+        days, hours, minutes = minutes // 1440, minutes // 60 % 24, minutes % 60
+        if days:
+            return self.text(language, "units.days_hours", days=days, hours=hours)
+        if hours:
+            return self.text(language, "units.hours_minutes", hours=hours, minutes=minutes)
+        return self.text(language, "units.minutes", minutes=minutes)
+
 
 def load_catalog(folder: Path = LOCALES) -> Catalog:
     """Every `<language>.toml` in `folder`, nested tables flattened to dotted keys."""

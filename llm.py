@@ -72,6 +72,7 @@ class Completion:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     reasoning_tokens: int | None = None  # hidden reasoning, as the API reported it
+    cached_tokens: int = 0  # of prompt_tokens, served from the provider's prompt cache
     finish_reason: str | None = None
     cancelled: bool = False
     interrupted: bool = False  # the stream broke off after some text: `text` is what arrived
@@ -328,6 +329,9 @@ class _Answer:
         details = usage.get("completion_tokens_details")
         if isinstance(details, dict):
             self.completion.reasoning_tokens = _count(details.get("reasoning_tokens"))
+        cached = usage.get("prompt_tokens_details")
+        if isinstance(cached, dict):
+            self.completion.cached_tokens = _count(cached.get("cached_tokens")) or 0
 
     def _emit(self, kind: str, piece: str) -> None:
         piece = _clean(piece)

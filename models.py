@@ -81,6 +81,10 @@ class ModelInfo:
     featured: bool = True
     vision: bool | None = None  # takes image input; None: nobody says, so an image is tried
     image_tokens: str = "openai"  # its provider's image-token formula (Provider.image_tokens)
+    # USD per million tokens, where the provider's price is known (None: unknown, no cost is shown).
+    price_in: float | None = None
+    price_out: float | None = None
+    price_cached_in: float | None = None  # cached prompt tokens; unknown: charged as price_in
 
     @property
     def label(self) -> str:
@@ -90,6 +94,19 @@ class ModelInfo:
     def key(self) -> str:
         """A short stable token for callback data (Telegram allows 64 bytes)."""
         return hashlib.sha1(f"{self.provider}/{self.id}".encode()).hexdigest()[:12]
+
+    @property
+    def priced(self) -> bool:
+        return self.price_in is not None and self.price_out is not None
+
+    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float | None:
+        """Estimated USD for one request's reported tokens; None when the price is not known."""
+        if self.price_in is None or self.price_out is None:
+            return None
+        cached = min(max(cached_tokens, 0), prompt_tokens)
+        cached_price = self.price_in if self.price_cached_in is None else self.price_cached_in
+        return ((prompt_tokens - cached) * self.price_in + cached * cached_price
+                + completion_tokens * self.price_out) / 1_000_000
 
     def reply_reserve(self, cap: int) -> int:
         """Tokens kept free for the answer (and asked for as its maximum).
@@ -346,4 +363,23 @@ def _model(spec: Mapping[str, Any], providers: Mapping[str, Provider], label: st
         shutdown=shutdown,
         vision=vision,
         image_tokens=providers[provider].image_tokens,
+        **_prices(spec, where, label),
     )
+
+
+PRICE_KEYS = ("price_in", "price_out", "price_cached_in")
+
+
+def _prices(spec: Mapping[str, Any], where: str, label: str) -> dict[str, float]:
+    """price_in / price_out (both or neither) and price_cached_in, USD per million tokens."""
+    prices = {}
+    for key in PRICE_KEYS:
+        value = spec.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 10_000:
+            raise ConfigError(label, f"{where}: {key} must be a number of USD per million tokens")
+        prices[key] = float(value)
+    if prices and not {"price_in", "price_out"} <= prices.keys():
+        raise ConfigError(label, f"{where}: give both price_in and price_out (USD per million tokens)")
+    return prices

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,14 @@ class Preset:
     description: str = ""
     model: str | None = None
     temperature: float | None = None
+    # language -> (title, description), from title_<language> and description_<language>
+    translations: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+
+    def title_in(self, language: str) -> str:
+        return self.translations.get(language, (self.title, ""))[0]
+
+    def description_in(self, language: str) -> str:
+        return self.translations.get(language, ("", self.description))[1]
 
 
 def load_presets(user_file: Path | None, builtin: Path = BUILTIN_PRESETS) -> dict[str, Preset]:
@@ -52,11 +61,16 @@ def _preset(name: str, spec: Any, label: str) -> Preset:
     if temperature is not None and (not isinstance(temperature, int | float) or not 0 <= temperature <= 2):
         raise ConfigError(label, f"preset {name!r}: temperature must be a number from 0 to 2")
     model = spec.get("model")
+    title, description = str(spec.get("title", name)), str(spec.get("description", ""))
+    languages = {k.partition("_")[2] for k in spec if re.fullmatch(r"(title|description)_[a-z]{2}", k)}
+    translations = {lang: (str(spec.get(f"title_{lang}", title)),
+                           str(spec.get(f"description_{lang}", description))) for lang in languages}
     return Preset(
         name=name,
-        title=str(spec.get("title", name)),
+        title=title,
         prompt=spec["prompt"].strip(),
-        description=str(spec.get("description", "")),
+        description=description,
         model=str(model) if model else None,
         temperature=float(temperature) if temperature is not None else None,
+        translations=translations,
     )

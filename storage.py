@@ -14,8 +14,9 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sessions import Conversation, Message, Place, Profile, Session, Usage
 
@@ -84,6 +85,16 @@ DROP TABLE sessions_v1;
 """
 
 
+class Tables(Protocol):
+    """What other modules' persistence (quotas, access) needs: the backend's own file and lock."""
+
+    def add_schema(self, schema: str) -> None: ...
+
+    def write(self, what: str, sql: str, params: Sequence[object] = ()) -> bool: ...
+
+    def read(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]: ...
+
+
 class SqliteBackend:
     """Profiles, conversations and pending updates in one SQLite file; safe to share between threads."""
 
@@ -95,6 +106,8 @@ class SqliteBackend:
         # What each conversation looks like on disk: (epoch, rows saved), to append only the new rows.
         self._saved: dict[int, tuple[int, int]] = {}
         self._last_error_log: float | None = None
+        # Told of every storage failure (the admin alerts listen here); must not raise.
+        self.on_failure: Callable[[str], None] | None = None
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
@@ -231,6 +244,27 @@ class SqliteBackend:
         except sqlite3.Error as exc:
             self._log_error(f"saving {key}", exc)
 
+    # -- other modules' tables in the same file (quotas, access) ---------------------------------
+
+    def add_schema(self, schema: str) -> None:
+        """Create another module's tables (CREATE TABLE IF NOT EXISTS ...)."""
+        with self._lock:
+            self._db.executescript(schema)
+
+    def write(self, what: str, sql: str, params: Sequence[object] = ()) -> bool:
+        """Run one statement on another module's table; a disk error is logged and reported, not raised."""
+        try:
+            with self._lock:
+                self._db.execute(sql, params)
+            return True
+        except sqlite3.Error as exc:
+            self._log_error(what, exc)
+            return False
+
+    def read(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
@@ -239,6 +273,11 @@ class SqliteBackend:
         return _Transaction(self._db)
 
     def _log_error(self, what: str, exc: sqlite3.Error) -> None:
+        if self.on_failure is not None:
+            try:
+                self.on_failure(f"{what}: {exc}")
+            except Exception:
+                log.exception("the storage failure listener failed")
         # Loud, but at most once a minute: a full disk fails every save.
         now = time.monotonic()
         if self._last_error_log is None or now - self._last_error_log > 60:

@@ -60,7 +60,8 @@ def test_admin_is_always_allowed(harness: Harness) -> None:
 
 def test_commands_registered_in_menu(harness: Harness) -> None:
     names = [c["command"] for c in harness.tg.commands]
-    assert names == ["start", "help", "info", "t", "clear", "model", "system", "preset", "sessions", "lang"]
+    assert names == ["start", "help", "info", "t", "clear", "model", "system", "preset", "sessions", "lang",
+                     "usage"]  # not the admins' /limit, /allow, /deny
 
 
 def test_start_and_help_list_commands(harness: Harness) -> None:

@@ -6,7 +6,8 @@ import re
 from collections.abc import Callable
 
 from i18n import DEFAULT_LANGUAGE, load_catalog, placeholders
-from tests.conftest import ALICE, Harness
+from presets import load_presets
+from tests.conftest import ALICE, Harness, buttons
 
 CYRILLIC = re.compile(r"[А-Яа-яЁё]")
 
@@ -71,3 +72,49 @@ def test_command_menu_is_registered_in_both_languages(harness: Harness) -> None:
     assert set(english) == set(russian) and "lang" in english
     assert english["clear"] == "Start a new conversation"
     assert russian["clear"] == "Начать новый разговор"
+
+
+def test_every_shipped_preset_has_its_title_and_description_in_every_language() -> None:
+    languages = [lang for lang in load_catalog().languages if lang != DEFAULT_LANGUAGE]
+    for preset in load_presets(None).values():
+        for language in languages:
+            assert language in preset.translations, (preset.name, language)
+            title, description = preset.translations[language]
+            assert title != preset.title and description != preset.description, (preset.name, language)
+
+
+EVERY_SCREEN = ["/start", "/help", "/info", "/t", "/usage", "/model", "/system", "/preset", "/sessions",
+                "/lang", "/clear", "/nonsense", "/limit 1 2", "hello"]
+
+
+def every_screen(h: Harness, language: str) -> dict[str, tuple[int, str]]:
+    """Each screen as a different user sees it (in parallel: one chat would wait on Telegram's limits)."""
+    users = {text: 1000 + i for i, text in enumerate(EVERY_SCREEN)}
+    for text, user in users.items():
+        h.tg.send_text(user, text, language_code=language)
+    for user in users.values():
+        h.tg.wait_messages(user, 1)
+    h.idle()
+    return {text: (user, "\n".join(h.tg.messages(user))) for text, user in users.items()}
+
+
+def test_a_russian_speaker_sees_every_screen_and_button_in_russian(start_bot: Callable[..., Harness]) -> None:
+    h = start_bot(STREAM="false", ALLOWED_USER_IDS="*", DAILY_TOKEN_LIMIT="100000")
+    screens = every_screen(h, "ru")
+    for text, (_, answer) in screens.items():
+        if text != "hello":  # the model's echo is the model's business
+            assert CYRILLIC.search(answer), (text, answer)
+    preset_menu = h.tg.message_objects(screens["/preset"][0])[0]
+    assert set(buttons(preset_menu)) >= {"Переводчик", "Корректор", "Учитель английского"}
+    assert re.search(r"работает \d+ мин", screens["/info"][1])
+    assert "translator: Переводит текст" in screens["/info"][1]
+    assert "Ассистент" in ask_as(h, "/preset default", "ru")
+
+
+def test_an_english_speaker_sees_no_russian(start_bot: Callable[..., Harness]) -> None:
+    h = start_bot(STREAM="false", ALLOWED_USER_IDS="*")
+    screens = every_screen(h, "en")
+    for text, (_, answer) in screens.items():
+        assert not CYRILLIC.search(answer), text
+    preset_menu = h.tg.message_objects(screens["/preset"][0])[0]
+    assert not any(CYRILLIC.search(title) for title in buttons(preset_menu))

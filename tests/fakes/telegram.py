@@ -354,6 +354,7 @@ class FakeTelegram(FakeServer):
         first_name: str = "User",
         username: str | None = None,
         check: bool = True,
+        language_code: str = "en",
     ) -> int:
         """A user presses an inline button. With check=True the message must currently show it."""
         with self._lock:
@@ -369,7 +370,7 @@ class FakeTelegram(FakeServer):
             self._open_queries.add(query_id)
             query: dict[str, Any] = {
                 "id": query_id,
-                "from": self._user(user_id, first_name, username),
+                "from": self._user(user_id, first_name, username, language_code),
                 "chat_instance": str(8_000_000_000 + abs(chat_id)),
                 "data": data,
             }
