@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 import chat
 import llm
 import media
+import team
 from config import Config, ConfigError
 from media import Kind, MediaError
 from mediastore import MediaStore
@@ -142,13 +143,16 @@ def _voice(app: App, inc: Incoming, item: Media, turn: Turn) -> None:
     if target is None:
         app.reply(inc, app.t(inc, "voice.off"))
         return
+    if (refusal := app.quotas.check(inc.user_id)) is not None:  # a transcription costs too
+        app.reply(inc, team.quota_refusal(app, inc, refusal))
+        return
     app.typing.start(inc.chat_id)
     try:
         data = _download(app, inc, item)
         if data is None:
             return
         try:
-            heard = app.llm.transcribe(target.provider, target.model, _audio_name(item), data).strip()
+            transcript = app.llm.transcribe(target.provider, target.model, _audio_name(item), data)
         except llm.LLMError as exc:
             log.warning("update %s: transcription by %s/%s failed: %r", inc.update_id, target.provider,
                         target.model, exc)
@@ -158,6 +162,8 @@ def _voice(app: App, inc: Incoming, item: Media, turn: Turn) -> None:
             return
     finally:
         app.typing.stop(inc.chat_id)
+    app.quotas.record(inc.user_id, transcript.prompt_tokens, transcript.completion_tokens)
+    heard = transcript.text.strip()
     if not heard:
         app.reply(inc, app.t(inc, "voice.silent"))
         return

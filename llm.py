@@ -49,7 +49,7 @@ from reasoning import ThinkSplitter, content_parts, drop_orphan_close
 __all__ = [
     "AuthFailed", "BadRequest", "Completion", "ContextTooLong", "ImagesNotSupported", "LLMClient", "LLMError",
     "ModelNotFound", "ProviderDown", "ProviderNotConfigured", "QuotaExhausted", "RateLimited", "Request",
-    "Stopped",
+    "Stopped", "Transcript",
 ]
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,14 @@ class Completion:
     def cut_without_text(self) -> bool:
         """The output budget ran out before any answer (a reasoning model that spent it all thinking)."""
         return self.finish_reason == "length" and not self.text.strip()
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    # Tokens the API reported (gpt-4o-*-transcribe); whisper models report seconds, counted as none.
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -142,12 +150,12 @@ class LLMClient:
         raise BadRequest("the provider refused every variant of the request")
 
     def transcribe(self, provider: str, model: str, filename: str, data: bytes,
-                   cancel: threading.Event | None = None) -> str:
-        """The text of an audio file (POST /audio/transcriptions)."""
+                   cancel: threading.Event | None = None) -> Transcript:
+        """The text of an audio file (POST /audio/transcriptions), with the tokens it cost."""
         client = self._client(provider)
 
         def work(emit: Callable[[object], None]) -> None:
-            emit(client.audio.transcriptions.create(model=model, file=(filename, data)).text)
+            emit(client.audio.transcriptions.create(model=model, file=(filename, data)))
 
         try:
             text = Call(self._cutter, work).next(cancel, self._timeout)
@@ -157,7 +165,12 @@ class LLMClient:
             raise ProviderDown(f"no transcription within {self._timeout:.0f} s") from None
         except openai.APIError as exc:
             raise translate(exc, model_id=model) from exc
-        return text if isinstance(text, str) else ""
+        usage = getattr(text, "usage", None) or {}
+        if not isinstance(usage, dict):
+            usage = usage.model_dump() if hasattr(usage, "model_dump") else {}
+        heard = getattr(text, "text", None)
+        return Transcript(heard if isinstance(heard, str) else "",
+                          _count(usage.get("input_tokens")) or 0, _count(usage.get("output_tokens")) or 0)
 
     def list_models(self, provider: str) -> list[tuple[str, int | None]]:
         """Model ids the provider lists, with the context window where it reports one."""

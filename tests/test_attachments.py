@@ -321,3 +321,16 @@ def pytest_approx(rgb: tuple[int, int, int]) -> Any:
     import pytest
 
     return pytest.approx(rgb, abs=12)  # JPEG is lossy
+
+
+def test_a_transcription_counts_toward_the_quota_and_none_is_made_past_it(
+        start_bot: Callable[..., Harness]) -> None:
+    h = start_bot(DAILY_TOKEN_LIMIT="200")
+    blob = samples.ogg_voice(15_000)  # the fake reports 150 input tokens for it, as gpt-4o-*-transcribe do
+    h.llm.transcript = lambda name, data: "hello"
+    assert send(h, "voice", blob, mime_type="audio/ogg", duration=4)[0] == "🎙 I heard:\nhello"
+    assert h.bot.app is not None and h.bot.app.quotas.today(ALICE).tokens >= 150 + 1
+    downloads = len(h.tg.calls_of("getFile"))
+    refusal = send(h, "voice", blob, mime_type="audio/ogg", duration=4)
+    assert refusal[0].startswith("You have used your daily limit of 200 tokens")
+    assert len(h.tg.calls_of("getFile")) == downloads and len(h.llm.transcriptions) == 1

@@ -292,9 +292,11 @@ def test_a_drained_stream_leaves_its_connection_for_the_next_request(fake: FakeO
 def test_transcribe_sends_the_file_and_returns_the_text(fake: FakeOpenAI) -> None:
     client, _ = client_for(fake)
     voice = bytes(range(256)) * 40 + b"\r\n--not-a-boundary\r\n"
-    text = client.transcribe("p", "whisper-1", "voice.ogg", voice)
-    assert text == f"transcript of voice.ogg ({len(voice)} bytes)"
-    assert fake.transcriptions == [{"model": "whisper-1", "filename": "voice.ogg", "data": voice}]
+    heard = client.transcribe("p", "whisper-1", "voice.ogg", voice)
+    assert heard == llm.Transcript(f"transcript of voice.ogg ({len(voice)} bytes)")  # seconds: no tokens
+    heard = client.transcribe("p", "gpt-4o-mini-transcribe", "voice.ogg", voice)
+    assert (heard.prompt_tokens, heard.completion_tokens) == (len(voice) // 100, len(heard.text.split()))
+    assert fake.transcriptions[0] == {"model": "whisper-1", "filename": "voice.ogg", "data": voice}
     with pytest.raises(llm.BadRequest):
         client.transcribe("p", "whisper-1", "voice.xyz", voice)  # a format the server refuses
 

@@ -659,7 +659,12 @@ class FakeOpenAI(FakeServer):
         with self._cond:
             self.transcriptions.append({"model": model, "filename": name, "data": data})
             self._cond.notify_all()
-        return self._send_json(request, 200, {"text": self.transcript(name, data)})
+        text = self.transcript(name, data)
+        # Like OpenAI: gpt-4o-*-transcribe models report tokens, whisper models the audio's seconds.
+        usage = ({"type": "tokens", "input_tokens": len(data) // 100, "output_tokens": len(text.split()),
+                  "total_tokens": len(data) // 100 + len(text.split())}
+                 if "transcribe" in str(model) else {"type": "duration", "seconds": 3})
+        return self._send_json(request, 200, {"text": text, "usage": usage})
 
     def _send_json(
         self, request: BaseHandler, status: int, body: Any, headers: dict[str, str] | None = None
