@@ -1,19 +1,21 @@
 """All configuration, read once at start into a frozen `Config`.
 
 Sources, in order: the process environment, then a `.env` file in the working
-directory (never overriding the environment). Every secret also accepts
-`NAME_FILE`, a path to a file holding the value (Docker and systemd secrets).
-Nothing else in the bot reads `os.environ`.
+directory; the environment wins per variable. Every secret also accepts
+`NAME_FILE`, a path to a file holding the value (Docker secrets, systemd
+credentials). Nothing else in the bot reads `os.environ`.
 """
 
 from __future__ import annotations
 
+import difflib
+import io
 import logging
 import math
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -83,6 +85,10 @@ class Config:
     daily_token_limit: int = 0  # tokens per user per day; 0 = no limit
     monthly_cost_limit: float = 0.0  # USD per user per month; 0 = no limit
     timezone: str = "UTC"  # where a quota day starts at 00:00
+    # How the sources were merged, for the log once logging is set up: (level, message).
+    notices: tuple[tuple[int, str], ...] = field(default=(), compare=False, repr=False)
+    # Why .env could not be read, when it could not: a later "X is required" may be because of it.
+    dotenv_problem: str | None = None
 
     def is_admin(self, user_id: int) -> bool:
         return user_id in self.admin_user_ids
@@ -98,10 +104,25 @@ class Config:
 
 
 def load_config(environ: Mapping[str, str] | None = None, dotenv_path: str | Path = ".env") -> Config:
-    """Build the Config from `environ` (default: the process environment) and `.env`."""
-    env = _environment(environ, dotenv_path)
-    r = _Reader(env)
+    """Build the Config from `environ` (default: the process environment) and `.env`.
 
+    An unreadable `.env` is skipped with a warning when the environment alone is enough, and is the
+    error otherwise (`Config.dotenv_problem` lets later checks say so too).
+    """
+    sources = _environment(environ, dotenv_path)
+    try:
+        config = _build(sources.env)
+    except ConfigError as exc:
+        raise sources.blame(exc) from None
+    notices = list(sources.notices)
+    if sources.dotenv_problem:
+        notices.append((logging.WARNING, f"{sources.dotenv_problem}: skipped, the environment has the "
+                                         "required settings"))
+    return replace(config, notices=tuple(notices), dotenv_problem=sources.dotenv_problem)
+
+
+def _build(env: Mapping[str, str]) -> Config:
+    r = _Reader(env)
     provider_env: dict[str, Secret | str] = {}
     for name in sorted({n.removesuffix("_FILE") for n in env}):
         if _PROVIDER_VAR.match(name):
@@ -152,17 +173,81 @@ def load_config(environ: Mapping[str, str] | None = None, dotenv_path: str | Pat
 
 def data_dir_from_env(environ: Mapping[str, str] | None = None, dotenv_path: str | Path = ".env") -> Path:
     """DATA_DIR alone, for the health check, which must work without secrets."""
-    return Path(_environment(environ, dotenv_path).get("DATA_DIR") or "data").expanduser()
+    return Path(_environment(environ, dotenv_path).env.get("DATA_DIR") or "data").expanduser()
 
 
-def _environment(environ: Mapping[str, str] | None, dotenv_path: str | Path) -> dict[str, str]:
-    """The process environment (or `environ`) over the values of the .env file."""
+def is_secret(name: str) -> bool:
+    """Variables that hold secrets: each also accepts NAME_FILE and is masked in logs."""
+    return name == "TELEGRAM_BOT_TOKEN" or name.endswith("_API_KEY")
+
+
+@dataclass
+class _Sources:
+    """The environment over .env, and what merging them decided (for the log)."""
+
+    env: dict[str, str]
+    notices: list[tuple[int, str]]
+    dotenv_problem: str | None = None
+
+    def blame(self, exc: ConfigError) -> ConfigError:
+        """The error to report: an unreadable .env is the likely reason a setting is missing."""
+        if not self.dotenv_problem:
+            return exc
+        return ConfigError(".env", f"{self.dotenv_problem}, and without it: {exc}")
+
+
+def _environment(environ: Mapping[str, str] | None, dotenv_path: str | Path) -> _Sources:
+    """The process environment (or `environ`) over the values of the .env file, per variable.
+
+    A secret set in the environment, as NAME or as NAME_FILE, hides both forms in .env: compose's
+    `env_file: .env` beside secret files, or a systemd EnvironmentFile beside credentials, must not
+    turn into "both set".
+    """
     base = dict(os.environ) if environ is None else dict(environ)
-    file_values = {k: v for k, v in dotenv_values(dotenv_path).items() if v is not None}
-    # The environment wins over .env for a secret as a whole, whichever of NAME / NAME_FILE it sets.
-    for name in base:
-        file_values.pop(name.removesuffix("_FILE") if name.endswith("_FILE") else f"{name}_FILE", None)
-    return {**file_values, **base}
+    sources = _Sources(base, [])
+    try:
+        file_values = _read_dotenv(Path(dotenv_path))
+    except _Unreadable as exc:
+        sources.dotenv_problem = str(exc)
+        return sources
+    overridden = sorted(name for name in file_values if name in base and base[name] != file_values[name])
+    for name in list(file_values):
+        secret = name.removesuffix("_FILE")
+        other = f"{name}_FILE" if name == secret else secret
+        if is_secret(secret) and name not in base and other in base:
+            sources.notices.append((logging.INFO, f"{name} in .env is not used: the environment sets "
+                                                  f"{other}"))
+            del file_values[name]
+    if overridden:
+        sources.notices.append((logging.INFO, f"the environment overrides .env for {', '.join(overridden)}"))
+    sources.env = {**file_values, **base}
+    return sources
+
+
+class _Unreadable(Exception):
+    """The .env file exists but cannot be read."""
+
+
+def _read_dotenv(path: Path) -> dict[str, str]:
+    if not os.path.lexists(path):
+        return {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise _Unreadable(f"cannot read {path} ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise _Unreadable(f"cannot read {path} (not UTF-8 text)") from None
+    return {k: v for k, v in dotenv_values(stream=io.StringIO(text)).items() if v is not None}
+
+
+def check_keys(label: str, where: str, spec: Mapping[str, object], known: Collection[str]) -> None:
+    """Refuse keys nobody reads: a misspelt key must not silently change what the bot does."""
+    unknown = sorted(set(spec) - set(known))
+    if not unknown:
+        return
+    close = difflib.get_close_matches(unknown[0], known, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(sorted(known))}"
+    raise ConfigError(label, f"{where}: unknown key {unknown[0]!r} ({hint})")
 
 
 def _if_exists(name: str) -> Path | None:
@@ -181,16 +266,19 @@ class _Reader:
 
     def secret(self, name: str) -> Secret | None:
         direct, path = self.env.get(name, "").strip(), self.env.get(f"{name}_FILE", "").strip()
-        if direct and path:
-            raise ConfigError(name, f"set both {name} and {name}_FILE; keep one")
         if not path:
             return Secret(direct) if direct else None
         try:
             value = Path(path).read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ConfigError(f"{name}_FILE", f"cannot read {path}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{name}_FILE", f"{path} is not UTF-8 text") from None
         if not value:
             raise ConfigError(f"{name}_FILE", f"{path} is empty")
+        # The same secret twice (compose's env_file beside its secret files) is fine; two differ: which?
+        if direct and direct != value:
+            raise ConfigError(name, f"{name} and {name}_FILE ({path}) hold different values; keep one")
         return Secret(value)
 
     def url(self, name: str) -> str | None:
@@ -257,33 +345,3 @@ class _Reader:
         if must_exist and not path.is_file():
             raise ConfigError(name, f"file {raw} does not exist")
         return path
-
-
-class SecretFilter(logging.Filter):
-    """Masks every configured secret in log records (libraries log URLs with tokens)."""
-
-    def __init__(self, secrets: list[str]) -> None:
-        super().__init__()
-        self.secrets = sorted(set(secrets), key=len, reverse=True)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        masked = message
-        for secret in self.secrets:
-            masked = masked.replace(secret, "****")
-        if masked != message:
-            record.msg, record.args = masked, None
-        return True
-
-
-def setup_logging(config: Config) -> None:
-    """Log to stderr at the configured level, with secrets masked."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(SecretFilter(config.secrets()))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(config.log_level)
-    # Keep library chatter (request URLs carry the token) out of INFO logs.
-    for noisy in ("urllib3", "httpx", "httpx2", "httpcore", "httpcore2", "openai", "TeleBot"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

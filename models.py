@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from config import Config, ConfigError, Secret
+from config import Config, ConfigError, Secret, check_keys
 from media import IMAGE_TOKEN_FORMULAS
 from tokens import FALLBACK_ENCODING, known_encoding
 
@@ -29,6 +29,13 @@ PREFERRED_DEFAULTS = ("gpt-5.4-mini", "gpt-5.4", "gpt-5.5")
 # Words in ids of listed models that do not chat.
 NOT_CHAT = ("embed", "whisper", "tts", "moderation", "dall-e", "image", "transcribe", "realtime", "rerank",
             "guard", "audio", "search", "sora")
+# The keys an entry may have: anything else is a typo that must not pass silently.
+PROVIDER_KEYS = frozenset({"title", "base_url", "base_url_env", "api_key_env", "key_optional",
+                           "stream_options", "discover", "tiktoken", "context_probe", "image_tokens",
+                           "transcribe_model"})
+MODEL_KEYS = frozenset({"id", "provider", "context_window", "max_output", "title", "encoding", "reasoning",
+                        "shutdown", "source", "vision", "price_in", "price_out", "price_cached_in",
+                        "discover"})
 # For models nobody describes: small enough for any current chat model.
 CONSERVATIVE_WINDOW = 8192
 CONSERVATIVE_OUTPUT = 1024
@@ -37,10 +44,11 @@ CONSERVATIVE_OUTPUT = 1024
 class UnknownModel(LookupError):
     """A model id the registry does not offer."""
 
-    def __init__(self, model_id: str, known: list[str]) -> None:
+    def __init__(self, model_id: str, known: list[str], reason: str | None = None) -> None:
         super().__init__(f"unknown model {model_id!r}")
         self.model_id = model_id
         self.known = known
+        self.reason = reason  # why a described model is not offered, e.g. its provider's key is unset
 
 
 @dataclass(frozen=True)
@@ -59,10 +67,22 @@ class Provider:
     gateway: bool = False
     image_tokens: str = "openai"  # whose formula counts an image's tokens (media.IMAGE_TOKEN_FORMULAS)
     transcribe_model: str | None = None  # its speech-to-text model at POST /audio/transcriptions
+    # The variables that configure it, so that a provider left off can say which one is missing.
+    api_key_env: str | None = None
+    base_url_env: str | None = None
 
     @property
     def enabled(self) -> bool:
-        return bool(self.base_url) and (bool(self.api_key) or not self.needs_key)
+        return self.missing is None
+
+    @property
+    def missing(self) -> str | None:
+        """Why the provider is off ("LAB_API_KEY is not set"); None when it is on."""
+        if not self.base_url:
+            return f"{self.base_url_env} is not set" if self.base_url_env else "it has no base_url"
+        if self.needs_key and not self.api_key:
+            return f"{self.api_key_env} is not set"
+        return None
 
 
 @dataclass(frozen=True)
@@ -128,13 +148,15 @@ class Registry:
     default_pinned: bool = False  # DEFAULT_MODEL set: kept even where a gateway does not list it
     # Set once providers have been asked for their lists: until then an unknown id may still appear.
     discovered: threading.Event = field(default_factory=threading.Event)
+    # Described models whose provider is off: id -> why, so that choosing one says so.
+    unavailable: dict[str, str] = field(default_factory=dict)
     _warned: set[str] = field(default_factory=set)
 
     def get(self, model_id: str) -> ModelInfo:
         try:
             return self.models[model_id]
         except KeyError:
-            raise UnknownModel(model_id, sorted(self.models)) from None
+            raise UnknownModel(model_id, sorted(self.models), self.unavailable.get(model_id)) from None
 
     def by_key(self, key: str) -> ModelInfo | None:
         return next((m for m in self.models.values() if m.key == key), None)
@@ -228,20 +250,26 @@ def load_registry(config: Config, today: dt.date | None = None,
                   builtin: Path = BUILTIN_CATALOG) -> Registry:
     """Build the registry from the shipped catalog and the user's MODELS_FILE."""
     today = today or dt.date.today()
-    catalog = _read_toml(builtin, "builtin catalog")
-    user = _read_toml(config.models_file, "MODELS_FILE") if config.models_file else {}
+    sources = [(_read_toml(builtin, "builtin catalog"), "builtin catalog", str(builtin))]
+    if config.models_file:
+        user = _read_toml(config.models_file, "MODELS_FILE")
+        sources.append((user, "MODELS_FILE", str(config.models_file)))
 
     providers: dict[str, Provider] = {}
-    for source, label in ((catalog, "builtin catalog"), (user, "MODELS_FILE")):
+    user_providers: set[str] = set()
+    for source, label, path in sources:
+        check_keys(label, path, source, ("providers", "models"))
         for name, spec in _table(source, "providers", label).items():
-            providers[name] = _provider(name, spec, config.provider_env, label)
+            providers[name] = _provider(name, spec, config.provider_env, label, path)
+            if label == "MODELS_FILE":
+                user_providers.add(name)
 
     models: dict[str, ModelInfo] = {}
     user_defined: set[str] = set()
-    for source, label in ((catalog, "builtin catalog"), (user, "MODELS_FILE")):
+    for source, label, path in sources:
         for spec in _array(source, "models", label):
-            info = _model(spec, providers, label)
-            if source is user:
+            info = _model(spec, providers, label, path)
+            if label == "MODELS_FILE":
                 user_defined.add(info.id)
             if info.shutdown and info.shutdown <= today:
                 log.info("model %s was shut down on %s: not offered", info.id, info.shutdown)
@@ -251,8 +279,13 @@ def load_registry(config: Config, today: dt.date | None = None,
 
     enabled = {name for name, p in providers.items() if p.enabled}
     offered = {mid: m for mid, m in models.items() if m.provider in enabled}
+    unavailable = {mid: f"its provider {m.provider} is off: {providers[m.provider].missing}"
+                   for mid, m in models.items() if m.provider not in enabled}
     if not enabled:
-        raise ConfigError("OPENAI_API_KEY", "is required (or configure another provider's key or base URL)")
+        yours = "".join(f"; provider {name} from MODELS_FILE is off: {providers[name].missing}"
+                        for name in sorted(user_providers))
+        raise ConfigError("OPENAI_API_KEY",
+                          f"is required (or configure another provider's key or base URL{yours})")
 
     default = config.default_model or _pick_default(offered, today)
     if default and default not in offered:
@@ -260,8 +293,25 @@ def load_registry(config: Config, today: dt.date | None = None,
             raise ConfigError("DEFAULT_MODEL", f"{default} needs provider {models[default].provider}, "
                                                "which has no key or base URL configured")
         log.warning("DEFAULT_MODEL %s is not in the registry: using a conservative context window", default)
+    _log_disabled(providers, user_providers)
     # An empty default means only a local provider with nothing described yet: discovery fills it.
-    return Registry(providers, offered, default, frozenset(user_defined), bool(config.default_model))
+    return Registry(providers, offered, default, frozenset(user_defined), bool(config.default_model),
+                    unavailable=unavailable)
+
+
+def _log_disabled(providers: Mapping[str, Provider], user_providers: set[str]) -> None:
+    """Say at start which providers are off and why: loudly for the user's own."""
+    quiet = []
+    for name, provider in providers.items():
+        if provider.missing is None:
+            continue
+        if name in user_providers:
+            log.warning("provider %s from MODELS_FILE is off: %s; its models are not offered",
+                        name, provider.missing)
+        else:
+            quiet.append(f"{name} ({provider.missing.removesuffix(' is not set')})")
+    if quiet:
+        log.info("providers off for want of a setting: %s", ", ".join(quiet))
 
 
 def _pick_default(models: Mapping[str, ModelInfo], today: dt.date) -> str:
@@ -300,8 +350,13 @@ def _array(source: Mapping[str, Any], key: str, label: str) -> list[dict[str, An
     return value
 
 
-def _provider(name: str, spec: Mapping[str, Any], env: Mapping[str, Secret | str], label: str) -> Provider:
+def _provider(name: str, spec: Mapping[str, Any], env: Mapping[str, Secret | str], label: str,
+              path: str) -> Provider:
+    check_keys(label, f"{path}: [providers.{name}]", spec, PROVIDER_KEYS)
     key_var, url_var = spec.get("api_key_env"), spec.get("base_url_env")
+    for key, value in (("api_key_env", key_var), ("base_url_env", url_var)):
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(label, f"{path}: [providers.{name}]: {key} must be a variable name")
     key = env.get(key_var) if key_var else None
     url = env.get(url_var) if url_var else None
     base_url = (url if isinstance(url, str) else None) or spec.get("base_url")
@@ -321,6 +376,8 @@ def _provider(name: str, spec: Mapping[str, Any], env: Mapping[str, Secret | str
         and url.rstrip("/") != str(spec.get("base_url", "")).rstrip("/"),
         image_tokens=_image_tokens(spec.get("image_tokens", "openai"), f"providers.{name}", label),
         transcribe_model=str(spec["transcribe_model"]) if spec.get("transcribe_model") else None,
+        api_key_env=key_var,
+        base_url_env=url_var,
     )
 
 
@@ -330,11 +387,12 @@ def _image_tokens(value: object, where: str, label: str) -> str:
     return str(value)
 
 
-def _model(spec: Mapping[str, Any], providers: Mapping[str, Provider], label: str) -> ModelInfo:
+def _model(spec: Mapping[str, Any], providers: Mapping[str, Provider], label: str, path: str) -> ModelInfo:
     model_id, provider = spec.get("id"), spec.get("provider", "openai")
     where = f"model {model_id!r}"
+    check_keys(label, f"{path}: [[models]] {where}", spec, MODEL_KEYS)
     if not isinstance(model_id, str) or not model_id.strip():
-        raise ConfigError(label, "every [[models]] entry needs an id")
+        raise ConfigError(label, f"{path}: every [[models]] entry needs an id")
     if provider not in providers:
         raise ConfigError(label, f"{where}: unknown provider {provider!r} (known: {', '.join(providers)})")
     window, output = spec.get("context_window"), spec.get("max_output", CONSERVATIVE_OUTPUT)

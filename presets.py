@@ -9,10 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from config import ConfigError
+from config import ConfigError, check_keys
 
 BUILTIN_PRESETS = Path(__file__).with_name("presets.toml")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+PRESET_KEYS = frozenset({"title", "description", "prompt", "model", "temperature"})
 
 
 @dataclass(frozen=True)
@@ -44,17 +45,20 @@ def load_presets(user_file: Path | None, builtin: Path = BUILTIN_PRESETS) -> dic
                 data = tomllib.load(f)
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(label, f"cannot load {path}: {exc}") from None
+        check_keys(label, str(path), data, ("presets",))
         table = data.get("presets", {})
         if not isinstance(table, dict):
             raise ConfigError(label, "[presets.NAME] entries must be tables")
         for name, spec in table.items():
-            presets[name] = _preset(name, spec, label)
+            presets[name] = _preset(name, spec, label, str(path))
     return presets
 
 
-def _preset(name: str, spec: Any, label: str) -> Preset:
+def _preset(name: str, spec: Any, label: str, path: str) -> Preset:
     if not _NAME.match(name):
         raise ConfigError(label, f"preset name {name!r} must be lowercase letters, digits and _")
+    if isinstance(spec, dict):
+        check_keys(label, f"{path}: [presets.{name}]", spec, PRESET_KEYS)
     if not isinstance(spec, dict) or not isinstance(spec.get("prompt"), str) or not spec["prompt"].strip():
         raise ConfigError(label, f"preset {name!r} needs a prompt")
     temperature = spec.get("temperature")

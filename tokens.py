@@ -58,20 +58,63 @@ def _estimate(text: str) -> int:
 
 
 _warned = threading.Event()
+# tiktoken downloads an encoding on first use with no timeout: a network that drops packets would
+# hold the first message for ever. Past this, counts are estimates (marked as such) for this run.
+DOWNLOAD_TIMEOUT = 20.0
 
 
 @lru_cache(maxsize=16)
 def counter_for(encoding_name: str, exact: bool = True) -> Counter:
-    """The counter for an encoding; an estimating counter if it cannot be loaded."""
+    """The counter for an encoding; an estimating counter (exact=False) if it cannot be loaded."""
     try:
-        encoding = tiktoken.get_encoding(encoding_name)
+        encoding = _load(encoding_name, DOWNLOAD_TIMEOUT)
     except Exception as exc:  # tiktoken raises plain errors for downloads and unknown names
         if not _warned.is_set():
             _warned.set()
-            log.warning("tiktoken encoding %s unavailable (%s); token counts are estimates",
+            log.warning("tiktoken encoding %s unavailable (%s); token counts are estimates, shown with ≈ "
+                        "(TIKTOKEN_CACHE_DIR can point to a folder holding the encodings)",
                         encoding_name, exc)
         return Counter(encoding_name, False, None)
     return Counter(encoding_name, exact, encoding)
+
+
+@dataclass
+class _Loading:
+    done: threading.Event
+    encoding: _Encoding | None = None
+    error: BaseException | None = None
+
+
+_loads: dict[str, _Loading] = {}
+_loads_lock = threading.Lock()
+
+
+def _load(name: str, timeout: float) -> _Encoding:
+    """tiktoken's encoding, loaded in a helper thread so that a stalled download times out.
+
+    The helper goes on after a timeout: a download that finishes late fills tiktoken's cache for
+    the next start.
+    """
+    with _loads_lock:
+        loading = _loads.get(name)
+        if loading is None:
+            loading = _loads[name] = _Loading(threading.Event())
+            threading.Thread(target=_fetch, args=(name, loading), name="tiktoken", daemon=True).start()
+    if not loading.done.wait(timeout):
+        raise TimeoutError(f"not loaded after {timeout:g} s: is the download blocked?")
+    if loading.error is not None:
+        raise loading.error
+    assert loading.encoding is not None
+    return loading.encoding
+
+
+def _fetch(name: str, loading: _Loading) -> None:
+    try:
+        loading.encoding = tiktoken.get_encoding(name)
+    except Exception as exc:
+        loading.error = exc
+    finally:
+        loading.done.set()
 
 
 def known_encoding(model_id: str) -> str | None:

@@ -1,14 +1,15 @@
-"""Tests for config.py: load_config from environ and .env, secrets, SecretFilter, access rules."""
+"""Tests for config.py: load_config from environ and .env, secrets, access rules, entry keys."""
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 
-from config import Config, ConfigError, Secret, SecretFilter, load_config
+from config import Config, ConfigError, Secret, check_keys, load_config
 
 TOKEN = "123456:ABC-def_ghi"
 API_KEY = "sk-live-0123456789abcdef"
@@ -61,12 +62,18 @@ def test_token_file_is_read_and_stripped(tmp_path: Path) -> None:
     assert config.telegram_token == Secret(TOKEN)
 
 
-def test_token_and_token_file_together_is_an_error(tmp_path: Path) -> None:
-    path = write(tmp_path / "token", TOKEN)
+def test_token_and_token_file_with_different_values_is_an_error(tmp_path: Path) -> None:
+    path = write(tmp_path / "token", "654321:OTHER")
     error = load_error(tmp_path, TELEGRAM_BOT_TOKEN_FILE=path)
     assert error.variable == "TELEGRAM_BOT_TOKEN"
-    assert "TELEGRAM_BOT_TOKEN_FILE" in error.problem
-    assert TOKEN not in str(error)
+    assert "TELEGRAM_BOT_TOKEN_FILE" in error.problem and "different values" in error.problem
+    assert TOKEN not in str(error) and "654321:OTHER" not in str(error)
+
+
+def test_token_and_token_file_with_the_same_value_is_fine(tmp_path: Path) -> None:
+    # compose: `env_file: .env` from the quick start puts the token in the environment beside the secret file.
+    path = write(tmp_path / "token", TOKEN + "\n")
+    assert load(tmp_path, TELEGRAM_BOT_TOKEN_FILE=path).telegram_token == Secret(TOKEN)
 
 
 @pytest.mark.parametrize(("content", "problem"), [(None, "cannot read"), ("  \n", "is empty")])
@@ -212,11 +219,12 @@ def test_provider_base_url_must_be_http(tmp_path: Path) -> None:
     assert error.variable == "OLLAMA_BASE_URL"
 
 
-def test_provider_key_and_key_file_together_is_an_error_without_the_key(tmp_path: Path) -> None:
-    path = write(tmp_path / "key", API_KEY)
+def test_provider_key_and_key_file_that_differ_is_an_error_without_the_key(tmp_path: Path) -> None:
+    path = write(tmp_path / "key", API_KEY + "-other")
     error = load_error(tmp_path, OPENAI_API_KEY=API_KEY, OPENAI_API_KEY_FILE=path)
     assert error.variable == "OPENAI_API_KEY"
     assert API_KEY not in str(error)
+    assert load(tmp_path, OPENAI_API_KEY=API_KEY, OPENAI_API_KEY_FILE=write(tmp_path / "same", API_KEY))
 
 
 def test_models_file_must_exist(tmp_path: Path) -> None:
@@ -237,37 +245,6 @@ def test_repr_of_config_hides_token_and_api_keys(tmp_path: Path) -> None:
     assert "Secret('****')" in repr(config)
 
 
-def test_secret_filter_masks_secrets_in_formatted_args() -> None:
-    record = logging.LogRecord("httpx", logging.INFO, __file__, 1, "POST %s with key=%s -> %d",
-                               (f"https://api.telegram.org/bot{TOKEN}/getUpdates", API_KEY, 200), None)
-    assert SecretFilter([TOKEN, API_KEY]).filter(record) is True
-    message = record.getMessage()
-    assert message == "POST https://api.telegram.org/bot****/getUpdates with key=**** -> 200"
-
-
-class ListHandler(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
-
-
-def test_secret_filter_masks_through_a_handler(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    handler = ListHandler()
-    handler.addFilter(SecretFilter(load(tmp_path, OPENAI_API_KEY=API_KEY).secrets()))
-    logger = logging.getLogger("test_config.secret_filter")
-    monkeypatch.setattr(logger, "propagate", False)
-    logger.addHandler(handler)
-    try:
-        logger.warning("token %s key %r", TOKEN, API_KEY)
-        logger.warning("nothing secret: %d", 5)
-    finally:
-        logger.removeHandler(handler)
-    assert handler.lines == ["token **** key '****'", "nothing secret: 5"]
-
-
 def test_environment_secret_wins_over_dotenv_file_variant(tmp_path: Path) -> None:
     secret = tmp_path / "token.txt"
     secret.write_text("9:fromfile\n")
@@ -275,3 +252,49 @@ def test_environment_secret_wins_over_dotenv_file_variant(tmp_path: Path) -> Non
     dotenv.write_text(f"TELEGRAM_BOT_TOKEN_FILE={secret}\nOPENAI_API_KEY=sk-x\n")
     config = load_config({"TELEGRAM_BOT_TOKEN": "1:fromenv"}, dotenv)
     assert config.telegram_token.value == "1:fromenv"
+
+
+def test_environment_file_variant_wins_over_dotenv_value_with_a_notice(tmp_path: Path) -> None:
+    secret = write(tmp_path / "token.txt", f"{TOKEN}\n")
+    config = load(tmp_path, "TELEGRAM_BOT_TOKEN=9:from-dotenv\nWORKERS=3\n", token=None,
+                  TELEGRAM_BOT_TOKEN_FILE=secret, WORKERS="4")
+    assert config.telegram_token.value == TOKEN and config.workers == 4
+    assert (logging.INFO, "TELEGRAM_BOT_TOKEN in .env is not used: the environment sets "
+                          "TELEGRAM_BOT_TOKEN_FILE") in config.notices
+    assert (logging.INFO, "the environment overrides .env for WORKERS") in config.notices
+    assert "9:from-dotenv" not in str(config.notices)
+
+
+def test_dotenv_that_is_not_a_file_is_skipped_when_the_environment_has_everything(tmp_path: Path) -> None:
+    dotenv = tmp_path / "env-dir"
+    dotenv.mkdir()
+    config = load_config({"TELEGRAM_BOT_TOKEN": TOKEN}, dotenv)
+    assert config.dotenv_problem is not None and str(dotenv) in config.dotenv_problem
+    [(level, message)] = config.notices
+    assert level == logging.WARNING and "skipped" in message and str(dotenv) in message
+
+
+def test_unreadable_dotenv_that_was_needed_is_the_error(tmp_path: Path) -> None:
+    dotenv = tmp_path / "env-dir"
+    dotenv.mkdir()
+    with pytest.raises(ConfigError) as info:
+        load_config({}, dotenv)
+    assert info.value.variable == ".env"
+    assert f"cannot read {dotenv}" in info.value.problem and "TELEGRAM_BOT_TOKEN" in info.value.problem
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file (the process test drops that power)")
+def test_dotenv_without_read_permission(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(f"TELEGRAM_BOT_TOKEN={TOKEN}\n")
+    dotenv.chmod(0)
+    assert "Permission denied" in str(load_config({"TELEGRAM_BOT_TOKEN": TOKEN}, dotenv).dotenv_problem)
+
+
+def test_check_keys_names_where_and_the_closest_known_key() -> None:
+    with pytest.raises(ConfigError) as info:
+        check_keys("MODELS_FILE", "models.toml: [[models]] model 'x'", {"id": 1, "provder": 2},
+                   {"id", "provider"})
+    assert str(info.value) == ("MODELS_FILE: models.toml: [[models]] model 'x': unknown key 'provder' "
+                               "(did you mean 'provider'?)")
+    check_keys("PRESETS_FILE", "p.toml", {"prompt": 1}, {"prompt", "title"})

@@ -17,7 +17,7 @@ TIMEOUT = 5.0
 def dispatcher() -> Iterator[Dispatcher]:
     dispatcher = Dispatcher(workers=4)
     yield dispatcher
-    dispatcher.shutdown()
+    dispatcher.close()
 
 
 class Recorder:

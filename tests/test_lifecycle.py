@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -12,62 +13,21 @@ from pathlib import Path
 
 import pytest
 
+from i18n import load_catalog
 from storage import SqliteBackend
-from tests.conftest import ALICE, ROOT, Harness, Reply, bot_env, break_connection, repair_connection
+from tests.conftest import ALICE, ROOT, Harness, Reply, break_connection, repair_connection
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.telegram import FakeTelegram
-
-
-class BotProcess:
-    """`python bot.py` in a child process, its output kept in a log file."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.log = log
-        self.out = open(log, "ab")  # noqa: SIM115 - closed in stop()
-        child_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env}
-        if "TIKTOKEN_CACHE_DIR" in os.environ:
-            child_env["TIKTOKEN_CACHE_DIR"] = os.environ["TIKTOKEN_CACHE_DIR"]
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "bot.py")], env=child_env, cwd=log.parent,
-                                     stdout=self.out, stderr=subprocess.STDOUT)
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_ready(self, tg: FakeTelegram) -> None:
-        tg.wait_for(lambda: tg.calls_of("getUpdates") or self.proc.poll() is not None, timeout=20)
-        assert self.proc.poll() is None, self.output()
-
-    def signal(self, sig: int) -> int:
-        self.proc.send_signal(sig)
-        code = self.proc.wait(timeout=30)
-        self.out.close()
-        return code
+from tests.process import Spawner, converse, spawner
 
 
 @pytest.fixture
-def spawn(tg: FakeTelegram, llm: FakeOpenAI, tmp_path: Path) -> Iterator[Callable[..., BotProcess]]:
-    procs: list[BotProcess] = []
-
-    def start(**overrides: str) -> BotProcess:
-        env = bot_env(tg, llm, tmp_path / "data", **overrides)
-        proc = BotProcess(env, tmp_path / f"bot{len(procs)}.log")
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.proc.poll() is None:
-            proc.proc.kill()
-            proc.proc.wait()
+def spawn(tg: FakeTelegram, llm: FakeOpenAI, tmp_path: Path) -> Iterator[Spawner]:
+    with spawner(tg, llm, tmp_path) as spawn:
+        yield spawn
 
 
-def converse(tg: FakeTelegram, text: str, user: int = ALICE) -> str:
-    before = len(tg.messages(user))
-    tg.send_text(user, text)
-    return tg.wait_messages(user, before + 1, timeout=15)[-1]
-
-
-def test_sigkill_mid_answer_loses_nothing_completed(spawn: Callable[..., BotProcess], tg: FakeTelegram,
+def test_sigkill_mid_answer_loses_nothing_completed(spawn: Spawner, tg: FakeTelegram,
                                                     llm: FakeOpenAI) -> None:
     bot = spawn()
     bot.wait_ready(tg)
@@ -93,36 +53,87 @@ def test_sigkill_mid_answer_loses_nothing_completed(spawn: Callable[..., BotProc
     assert restarted.signal(signal.SIGTERM) == 0
 
 
-def test_sigterm_during_stream_exits_0_and_delivers(spawn: Callable[..., BotProcess], tg: FakeTelegram,
-                                                    llm: FakeOpenAI) -> None:
+def test_sigterm_during_stream_cuts_tells_the_user_and_is_not_replayed(
+        spawn: Spawner, tg: FakeTelegram, llm: FakeOpenAI) -> None:
     bot = spawn()
     bot.wait_ready(tg)
     llm.script(Reply(chunks=[f"part{i} " for i in range(100)], chunk_delay=0.2))
     tg.send_text(ALICE, "stream for 20 seconds")
     tg.wait_for(lambda: tg.drafts(ALICE), timeout=10)
-    started = time.monotonic()
-    assert bot.signal(signal.SIGTERM) == 0, bot.output()
-    assert time.monotonic() - started < 20
-    [answer] = tg.messages(ALICE)
-    assert answer.startswith("part0 part1") and (answer.endswith("(stopped)") or "part99" in answer)
-    assert "Traceback" not in bot.output()
+    bot.stop_within_10s()
+    answer, notice = tg.messages(ALICE)
+    assert answer.startswith("part0 part1") and answer.endswith("(stopped)") and "part99" not in answer
+    assert notice == load_catalog().text("en", "chat.restarting")
+
+    restarted = spawn()
+    restarted.wait_ready(tg)
+    assert converse(tg, "next") == "echo: next"
+    assert len(tg.messages(ALICE)) == 3 and len(llm.chat_requests()) == 2  # the cut one is not replayed
+    restarted.stop_within_10s()
 
 
-def test_telegram_outage_heals_and_answers_each_message_once(start_bot: Callable[..., Harness]) -> None:
+def test_sigterm_while_a_non_streamed_answer_is_awaited(spawn: Spawner, tg: FakeTelegram,
+                                                       llm: FakeOpenAI) -> None:
+    bot = spawn(STREAM="false")
+    bot.wait_ready(tg)
+    llm.script(Reply(text="too late", delay=60))
+    tg.send_text(ALICE, "think slowly")
+    llm.wait_for(lambda: llm.chat_requests(), timeout=10)
+    bot.stop_within_10s()  # a worker stuck in a request does not keep the process alive
+
+    restarted = spawn(STREAM="false")
+    restarted.wait_ready(tg)
+    # Nothing reached the user, so the next run answers it: once.
+    assert tg.wait_messages(ALICE, 1, timeout=15) == ["echo: think slowly"]
+    assert converse(tg, "next") == "echo: next"
+    assert tg.messages(ALICE) == ["echo: think slowly", "echo: next"]
+    restarted.stop_within_10s()
+
+
+def test_sigterm_while_telegram_is_down(spawn: Spawner, tg: FakeTelegram,
+                                        llm: FakeOpenAI) -> None:
+    bot = spawn()
+    bot.wait_ready(tg)
+    llm.script(Reply(chunks=[f"part{i} " for i in range(100)], chunk_delay=0.2))
+    tg.send_text(ALICE, "stream while Telegram fails")
+    tg.wait_for(lambda: tg.drafts(ALICE), timeout=10)
+    tg.go_down()
+    bot.stop_within_10s()
+    assert tg.messages(ALICE) == []
+
+    tg.come_back()
+    restarted = spawn()
+    restarted.wait_ready(tg)
+    # The answer never arrived: the next run gives it, once.
+    assert tg.wait_messages(ALICE, 1, timeout=20) == ["echo: stream while Telegram fails"]
+    assert converse(tg, "next") == "echo: next"
+    assert len(tg.messages(ALICE)) == 2
+    restarted.stop_within_10s()
+
+
+def test_telegram_outage_heals_and_answers_each_message_once(start_bot: Callable[..., Harness],
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="bot")
     h = start_bot()
     assert h.ask("before") == "echo: before"
     h.tg.go_down()
     during = [h.say(f"during {i}") for i in range(3)]
     # Several failed polls, with growing back-off, before Telegram returns.
-    h.tg.wait_for(lambda: h.bot.poll_failures >= 3, timeout=20)
+    assert h.bot.outage.wait(lambda: h.bot.poll_failures >= 3, timeout=20)
     h.tg.come_back()
     texts = h.replies(ALICE, 4, timeout=40)
     assert texts == ["echo: before", "echo: during 0", "echo: during 1", "echo: during 2"]
     assert len(during) == 3
     assert [m.content for m in h.session().messages][-2:] == ["during 2", "echo: during 2"]
+    # The log names the address and the cause, once per cause however many polls fail, then the recovery.
+    said = [r.getMessage() for r in caplog.records if r.name == "bot" and "Telegram at" in r.getMessage()]
+    address = f"Telegram at 127.0.0.1:{h.tg.port}: "
+    assert said[-1].startswith(f"{address}answers again, after ")
+    assert said[-2].startswith(f"{address}unreachable (connection refused); retrying"), said
+    assert len(said) <= 3 and len(set(said)) == len(said), said
 
 
-def test_secrets_from_files_and_fresh_nested_data_dir(spawn: Callable[..., BotProcess], tg: FakeTelegram,
+def test_secrets_from_files_and_fresh_nested_data_dir(spawn: Spawner, tg: FakeTelegram,
                                                       tmp_path: Path) -> None:
     secrets = tmp_path / "secrets"
     secrets.mkdir()
@@ -138,7 +149,7 @@ def test_secrets_from_files_and_fresh_nested_data_dir(spawn: Callable[..., BotPr
     assert tg.token not in bot.output() and "sk-test" not in bot.output()
 
 
-def test_bad_token_exits_1_with_a_clear_line(spawn: Callable[..., BotProcess], tg: FakeTelegram) -> None:
+def test_bad_token_exits_1_with_a_clear_line(spawn: Spawner, tg: FakeTelegram) -> None:
     bot = spawn(TELEGRAM_BOT_TOKEN="42:WRONG")
     assert bot.proc.wait(timeout=20) == 1
     assert "refused TELEGRAM_BOT_TOKEN" in bot.output()
@@ -151,7 +162,7 @@ def healthcheck(data_dir: Path) -> int:
                           cwd=data_dir.parent, capture_output=True, timeout=30).returncode
 
 
-def test_healthcheck_follows_the_heartbeat(spawn: Callable[..., BotProcess], tg: FakeTelegram,
+def test_healthcheck_follows_the_heartbeat(spawn: Spawner, tg: FakeTelegram,
                                            tmp_path: Path) -> None:
     data = tmp_path / "data"
     assert healthcheck(data) == 1

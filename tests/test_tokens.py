@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import tiktoken
 
+import tokens
 from tokens import REPLY_PRIMING, counter_for, known_encoding
 
 TEXTS = [
@@ -109,3 +112,26 @@ def test_inexact_counter_keeps_exact_flag_false_but_counts_exactly(o200k: tiktok
     counter = counter_for("o200k_base", exact=False)
     assert counter.exact is False
     assert counter.count("hello world") == len(encode(o200k, "hello world"))
+
+
+def test_a_download_that_never_finishes_gives_estimates_after_the_timeout(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    release = threading.Event()
+    asked: list[str] = []
+
+    def stalled_download(name: str) -> tiktoken.Encoding:
+        asked.append(name)
+        release.wait(10)  # a network that drops packets: tiktoken itself has no timeout
+        raise ConnectionError("gave up")
+
+    monkeypatch.setattr(tiktoken, "get_encoding", stalled_download)
+    monkeypatch.setattr(tokens, "DOWNLOAD_TIMEOUT", 0.2)
+    monkeypatch.setattr(tokens, "_warned", threading.Event())
+    try:
+        counter = counter_for("stalled_encoding_for_tests")
+        assert counter.exact is False and counter.count("hello world") > 0
+        assert asked == ["stalled_encoding_for_tests"]
+        assert "stalled_encoding_for_tests unavailable (not loaded after 0.2 s" in caplog.text
+        assert "estimates" in caplog.text
+    finally:
+        release.set()
