@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import tiktoken
 
-from tests.conftest import ADMIN, ALICE, BOB, ROOT, STRANGER, Harness, Reply, buttons, tiny_bot
+from tests.conftest import ADMIN, ALICE, BOB, STRANGER, Harness, Reply, buttons, tiny_bot
+from tests.process import run_bot
 
 
 def o200k(text: str) -> int:
@@ -205,11 +204,6 @@ def test_unknown_command(harness: Harness) -> None:
     assert "don't know the command /frobnicate" in harness.ask("/frobnicate now")
 
 
-def run_bot_process(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(ROOT / "bot.py")], env={"PATH": "/usr/bin:/bin", **env},
-                          cwd=cwd, capture_output=True, text=True, timeout=30)
-
-
 def test_config_errors_exit_2_with_one_line(tmp_path: Path) -> None:
     cases = {
         "TELEGRAM_BOT_TOKEN": {},
@@ -220,7 +214,7 @@ def test_config_errors_exit_2_with_one_line(tmp_path: Path) -> None:
                         "MODELS_FILE": "/nonexistent.toml"},
     }
     for variable, env in cases.items():
-        result = run_bot_process(env, tmp_path)
+        result = run_bot([], env, tmp_path)
         assert result.returncode == 2, (variable, result.stderr)
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and variable in lines[0], (variable, result.stderr)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,10 +13,10 @@ import pytest
 
 from i18n import load_catalog
 from storage import SqliteBackend
-from tests.conftest import ALICE, ROOT, Harness, Reply, break_connection, repair_connection
+from tests.conftest import ALICE, Harness, Reply, break_connection, repair_connection
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.telegram import FakeTelegram
-from tests.process import Spawner, converse, spawner
+from tests.process import BotProcess, Spawner, converse, run_bot, spawner
 
 
 @pytest.fixture
@@ -53,13 +51,19 @@ def test_sigkill_mid_answer_loses_nothing_completed(spawn: Spawner, tg: FakeTele
     assert restarted.signal(signal.SIGTERM) == 0
 
 
-def test_sigterm_during_stream_cuts_tells_the_user_and_is_not_replayed(
-        spawn: Spawner, tg: FakeTelegram, llm: FakeOpenAI) -> None:
+def streaming_bot(spawn: Spawner, tg: FakeTelegram, llm: FakeOpenAI, text: str) -> BotProcess:
+    """A bot in the middle of a 20 s streamed answer to Alice."""
     bot = spawn()
     bot.wait_ready(tg)
     llm.script(Reply(chunks=[f"part{i} " for i in range(100)], chunk_delay=0.2))
-    tg.send_text(ALICE, "stream for 20 seconds")
+    tg.send_text(ALICE, text)
     tg.wait_for(lambda: tg.drafts(ALICE), timeout=10)
+    return bot
+
+
+def test_sigterm_during_stream_cuts_tells_the_user_and_is_not_replayed(
+        spawn: Spawner, tg: FakeTelegram, llm: FakeOpenAI) -> None:
+    bot = streaming_bot(spawn, tg, llm, "stream for 20 seconds")
     bot.stop_within_10s()
     answer, notice = tg.messages(ALICE)
     assert answer.startswith("part0 part1") and answer.endswith("(stopped)") and "part99" not in answer
@@ -92,11 +96,7 @@ def test_sigterm_while_a_non_streamed_answer_is_awaited(spawn: Spawner, tg: Fake
 
 def test_sigterm_while_telegram_is_down(spawn: Spawner, tg: FakeTelegram,
                                         llm: FakeOpenAI) -> None:
-    bot = spawn()
-    bot.wait_ready(tg)
-    llm.script(Reply(chunks=[f"part{i} " for i in range(100)], chunk_delay=0.2))
-    tg.send_text(ALICE, "stream while Telegram fails")
-    tg.wait_for(lambda: tg.drafts(ALICE), timeout=10)
+    bot = streaming_bot(spawn, tg, llm, "stream while Telegram fails")
     tg.go_down()
     bot.stop_within_10s()
     assert tg.messages(ALICE) == []
@@ -157,9 +157,7 @@ def test_bad_token_exits_1_with_a_clear_line(spawn: Spawner, tg: FakeTelegram) -
 
 
 def healthcheck(data_dir: Path) -> int:
-    return subprocess.run([sys.executable, str(ROOT / "bot.py"), "--healthcheck"],
-                          env={"PATH": "/usr/bin:/bin", "DATA_DIR": str(data_dir)},
-                          cwd=data_dir.parent, capture_output=True, timeout=30).returncode
+    return run_bot(["--healthcheck"], {"DATA_DIR": str(data_dir)}, data_dir.parent).returncode
 
 
 def test_healthcheck_follows_the_heartbeat(spawn: Spawner, tg: FakeTelegram,
