@@ -31,8 +31,8 @@ NOT_CHAT = ("embed", "whisper", "tts", "moderation", "dall-e", "image", "transcr
             "guard", "audio", "search", "sora")
 # The keys an entry may have: anything else is a typo that must not pass silently.
 PROVIDER_KEYS = frozenset({"title", "base_url", "base_url_env", "api_key_env", "key_optional",
-                           "stream_options", "discover", "tiktoken", "context_probe", "image_tokens",
-                           "transcribe_model"})
+                           "stream_options", "discover", "tiktoken", "context_probe",
+                           "gateway_when_overridden", "image_tokens", "transcribe_model"})
 MODEL_KEYS = frozenset({"id", "provider", "context_window", "max_output", "title", "encoding", "reasoning",
                         "shutdown", "source", "vision", "price_in", "price_out", "price_cached_in",
                         "discover"})
