@@ -150,7 +150,7 @@ def test_unreadable_dotenv_is_skipped_and_files_are_private_whatever_the_umask(
     again = spawn()
     again.wait_ready(tg)
     again.stop_within_10s()
-    assert "ready: 1 session restored" in again.output()
+    assert "ready: conversations restored: 1," in again.output()
 
 
 def test_database_left_world_readable_by_an_older_version_is_made_private(
@@ -224,4 +224,4 @@ def test_counts_are_marked_estimates_when_the_encoding_is_not_loaded(
     h.ask("hello")
     answer = h.ask("/t")
     assert "(gpt-5.4-mini, estimated)" in answer and "This conversation: ≈" in answer
-    assert "1 request)" in answer
+    assert "(as the API reported, requests: 1)" in answer
