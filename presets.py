@@ -14,6 +14,7 @@ from config import ConfigError, check_keys
 BUILTIN_PRESETS = Path(__file__).with_name("presets.toml")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 PRESET_KEYS = frozenset({"title", "description", "prompt", "model", "temperature"})
+_TRANSLATED = re.compile(r"(title|description)_[a-z]{2}")  # title_ru, description_ru, ...
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,8 @@ def _preset(name: str, spec: Any, label: str, path: str) -> Preset:
     if not _NAME.match(name):
         raise ConfigError(label, f"preset name {name!r} must be lowercase letters, digits and _")
     if isinstance(spec, dict):
-        check_keys(label, f"{path}: [presets.{name}]", spec, PRESET_KEYS)
+        check_keys(label, f"{path}: [presets.{name}]", spec,
+                   PRESET_KEYS | {k for k in spec if _TRANSLATED.fullmatch(k)})
     if not isinstance(spec, dict) or not isinstance(spec.get("prompt"), str) or not spec["prompt"].strip():
         raise ConfigError(label, f"preset {name!r} needs a prompt")
     temperature = spec.get("temperature")
@@ -66,7 +68,7 @@ def _preset(name: str, spec: Any, label: str, path: str) -> Preset:
         raise ConfigError(label, f"preset {name!r}: temperature must be a number from 0 to 2")
     model = spec.get("model")
     title, description = str(spec.get("title", name)), str(spec.get("description", ""))
-    languages = {k.partition("_")[2] for k in spec if re.fullmatch(r"(title|description)_[a-z]{2}", k)}
+    languages = {k.partition("_")[2] for k in spec if _TRANSLATED.fullmatch(k)}
     translations = {lang: (str(spec.get(f"title_{lang}", title)),
                            str(spec.get(f"description_{lang}", description))) for lang in languages}
     return Preset(

@@ -77,7 +77,7 @@ MISTAKES: dict[str, tuple[Callable[[Path], dict[str, str]], list[str]]] = {
          "did you mean 'provider'?"]),
     "typo in PRESETS_FILE": (
         lambda tmp: {"PRESETS_FILE": write(tmp / "presets.toml", '[presets.pirate]\nprompt = "Arr."\n'
-                                                                 "temprature = 0.9\n")},
+                                                                 'title_ru = "Пират"\ntemprature = 0.9\n')},
         ["PRESETS_FILE:", "presets.toml: [presets.pirate]: unknown key 'temprature'",
          "did you mean 'temperature'?"]),
     "DATA_DIR under a file": (not_a_directory, ["DATA_DIR: cannot create", "Not a directory"]),
