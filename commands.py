@@ -376,6 +376,10 @@ def cmd_model(app: App, inc: Incoming) -> None:
         model = app.registry.get(wanted)
     except UnknownModel as exc:
         shown = wanted if len(wanted) <= 64 else wanted[:64] + "…"
+        if exc.reason:  # described, but its provider is off: say why, not "unknown"
+            app.reply(inc, app.t(inc, "model.unavailable", model=html.escape(shown),
+                                 reason=html.escape(exc.reason)))
+            return
         close = difflib.get_close_matches(wanted, exc.known, n=5, cutoff=0.5)
         codes = ", ".join(f"<code>{html.escape(m)}</code>" for m in close or _featured_ids(app))
         hint = app.t(inc, "model.close" if close else "model.available", models=codes)

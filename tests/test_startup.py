@@ -177,6 +177,9 @@ def test_a_provider_without_its_key_is_named_at_start(start_bot: Callable[..., H
     with pytest.raises(UnknownModel) as info:
         h.bot.registry.get("my-model")
     assert info.value.reason == "its provider lab is off: LAB_API_KEY is not set"
+    assert h.ask("/model my-model") == (
+        "The model my-model is known but not offered here (its provider lab is off: LAB_API_KEY is not set); "
+        "the bot's owner can turn it on. Nothing changed.")
 
 
 CONFLICT = "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running"
