@@ -1,4 +1,4 @@
-"""Markdown → Telegram HTML rendering and message splitting.
+"""Markdown → Telegram HTML rendering and message splitting (and `clean_text` for any text we take in).
 
 Pure functions only: no I/O, no Telegram objects. The renderer walks the markdown-it
 token stream and emits only the small tag set Telegram's ``parse_mode=HTML`` accepts,
@@ -45,6 +45,15 @@ _BOUNDARIES: tuple[tuple[tuple[str, int], ...], ...] = (
 def utf16_len(text: str) -> int:
     """Length in UTF-16 code units (how Telegram counts message length)."""
     return len(text.encode("utf-16-le", "surrogatepass")) // 2
+
+
+def clean_text(text: str) -> str:
+    """Text without lone surrogates (a faulty proxy's or provider's), which no encoder downstream accepts."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
 
 
 def _esc(text: str) -> str:

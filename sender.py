@@ -1,20 +1,18 @@
 """The reply sender: the only code that sends to Telegram.
 
-It throttles every message-producing call per chat and overall (Telegram allows
-about one message per second per chat, 20 per minute in groups, 30 per second
-in all), waits out a 429's `retry_after`, treats "message is not modified" as
-success, retries through network faults and 5xx, splits long HTML at 4096
-UTF-16 units, and resends a part as plain text when Telegram rejects its
-entities: the user always gets the answer.
+It throttles every message-producing call per chat and overall (see limiter.py), waits out a 429's
+`retry_after`, treats "message is not modified" as success, retries through network faults and 5xx,
+splits long HTML at 4096 UTF-16 units, and resends a part as plain text when Telegram rejects its
+entities: the user always gets the answer. Rich messages (Bot API 10.1) are tried where asked for;
+a server without them is remembered, and a refused rich message is the caller's to send classically.
+Typing statuses and callback answers are best-effort: one try, never a wait.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import requests
@@ -22,9 +20,14 @@ from telebot import TeleBot, apihelper, types
 from telebot.apihelper import ApiException, ApiHTTPException, ApiTelegramException
 
 import render
+from limiter import RateLimiter
+
+__all__ = ["FileTooBig", "RateLimiter", "RichRefused", "Sender", "TelegramError"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+PREVIEW_PATIENCE = 0.0  # a preview gets one try: the next piece or the final text makes up for it
+_NO_PREVIEW = types.LinkPreviewOptions(is_disabled=True)
 
 
 class TelegramError(Exception):
@@ -40,65 +43,8 @@ class FileTooBig(TelegramError):
     """A file over the download cap: Telegram's own (getFile: "file is too big") or the caller's."""
 
 
-@dataclass
-class _Bucket:
-    tokens: float
-    stamp: float
-    blocked_until: float = 0.0
-
-
-class RateLimiter:
-    """Token buckets per chat plus one global bucket; `acquire` blocks until a call may go."""
-
-    # A little under Telegram's limits: network jitter must not bring two calls closer than allowed.
-    def __init__(self, private_rate: float = 0.9, group_rate: float = 18 / 60, burst: float = 3,
-                 global_rate: float = 28.0) -> None:
-        self.private_rate, self.group_rate, self.burst = private_rate, group_rate, burst
-        self.global_rate = global_rate
-        self._lock = threading.Lock()
-        self._chats: dict[int, _Bucket] = {}
-        self._global = _Bucket(global_rate, time.monotonic())
-
-    def _rate(self, chat_id: int) -> float:
-        return self.private_rate if chat_id > 0 else self.group_rate
-
-    def _refill(self, bucket: _Bucket, rate: float, capacity: float, now: float) -> None:
-        bucket.tokens = min(capacity, bucket.tokens + (now - bucket.stamp) * rate)
-        bucket.stamp = now
-
-    def wait_time(self, chat_id: int, spare: float = 0.0) -> float:
-        """Seconds until a call to this chat may go, leaving `spare` global calls for others."""
-        with self._lock:
-            return self._wait(chat_id, time.monotonic(), spare)
-
-    def _wait(self, chat_id: int, now: float, spare: float = 0.0) -> float:
-        rate = self._rate(chat_id)
-        bucket = self._chats.setdefault(chat_id, _Bucket(self.burst, now))
-        self._refill(bucket, rate, self.burst, now)
-        self._refill(self._global, self.global_rate, self.global_rate, now)
-        waits = [bucket.blocked_until - now, (1 - bucket.tokens) / rate,
-                 (1 + spare - self._global.tokens) / self.global_rate]
-        return max(0.0, *waits)
-
-    def acquire(self, chat_id: int, deadline: float | None = None) -> bool:
-        while True:
-            with self._lock:
-                now = time.monotonic()
-                wait = self._wait(chat_id, now)
-                if wait <= 0:
-                    self._chats[chat_id].tokens -= 1
-                    self._global.tokens -= 1
-                    return True
-            if deadline is not None and now + wait > deadline:
-                return False
-            time.sleep(min(wait, 1.0))
-
-    def penalize(self, chat_id: int, seconds: float) -> None:
-        """Telegram said 429: nothing more to this chat for `seconds`."""
-        with self._lock:
-            bucket = self._chats.setdefault(chat_id, _Bucket(0, time.monotonic()))
-            bucket.blocked_until = max(bucket.blocked_until, time.monotonic() + seconds)
-            bucket.tokens = min(bucket.tokens, 0)
+class RichRefused(TelegramError):
+    """The server lacks rich messages or rejected this one: send it the classic way."""
 
 
 class Sender:
@@ -110,7 +56,11 @@ class Sender:
         self.limiter = limiter or RateLimiter()
         self.outage_patience = outage_patience
         self._sleep = sleep
-        self.stats = {"429": 0, "plain_fallbacks": 0, "retries": 0}
+        self.stats = {"429": 0, "plain_fallbacks": 0, "retries": 0, "rich_fallbacks": 0,
+                      "ephemeral_fallbacks": 0}
+        # False once the server answered a rich method with 404 (an older Bot API): until restart.
+        self.rich_available = True
+        self._no_ephemeral: set[int] = set()  # chats where ephemeral messages were refused
 
     # -- the one place every call goes through ------------------------------------------------
 
@@ -126,15 +76,15 @@ class Sender:
                 return fn(*args, **kwargs)
             except ApiTelegramException as exc:
                 if exc.error_code == 429:
-                    retry_after = float((exc.result_json.get("parameters") or {}).get("retry_after", 1))
+                    retry_after = _retry_after(exc)
                     self.stats["429"] += 1
                     log.warning("429 from Telegram for chat %s: waiting %.0fs", chat_id, retry_after)
                     if chat_id is not None:
                         self.limiter.penalize(chat_id, retry_after)
-                    if not throttle:
-                        self._sleep(retry_after)
                     if time.monotonic() + retry_after > deadline:
                         raise TelegramError(exc.description, 429) from exc
+                    if not throttle:
+                        self._sleep(retry_after)
                     continue
                 if "message is not modified" in exc.description:
                     return None
@@ -152,65 +102,136 @@ class Sender:
             self._sleep(backoff)
             backoff = min(backoff * 2, 15.0)
 
-    # -- messages -----------------------------------------------------------------------------
+    def _formatted(self, chat_id: int, html: str, send: Callable[[str, str | None], T],
+                   **options: Any) -> T | None:
+        """`send(text, parse_mode)` with HTML; if Telegram rejects its entities, once more as plain text."""
+        try:
+            return self.call(chat_id, send, html, "HTML", **options)
+        except TelegramError as exc:
+            if not _is_entity_error(exc):
+                raise
+        self.stats["plain_fallbacks"] += 1
+        log.warning("Telegram rejected the HTML of a message; sending it as plain text")
+        # The first try's token is spent: the plain text waits for its own, even for a preview.
+        plain = render.html_to_text(html) or "…"
+        return self.call(chat_id, send, plain, None, **(options | {"throttle": True}))
+
+    @staticmethod
+    def _budget(preview: bool, patience: float | None = None) -> dict[str, Any]:
+        """Call options: a preview has its token already (`RateLimiter.try_preview`) and one try."""
+        return {"throttle": False, "patience": PREVIEW_PATIENCE} if preview else {"patience": patience}
+
+    # -- classic messages ---------------------------------------------------------------------
 
     def send_html(self, chat_id: int, html: str, reply_to: int | None = None,
-                  markup: types.InlineKeyboardMarkup | None = None) -> list[types.Message]:
-        """Send HTML of any length: split at the limit, each part falling back to plain text."""
+                  markup: types.InlineKeyboardMarkup | None = None, *, thread_id: int | None = None,
+                  ephemeral_for: int | None = None) -> list[types.Message]:
+        """Send HTML of any length: split at the limit, each part falling back to plain text.
+
+        `ephemeral_for`: in a group, show the message to that user only (Bot API 10.2), or to everyone
+        where Telegram refuses that.
+        """
         parts = render.split_html(html) or ["…"]
         sent = []
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
             sent.append(self.send_part(chat_id, part, reply_to=reply_to if i == 0 else None,
-                                       markup=markup if last else None))
+                                       markup=markup if last else None, thread_id=thread_id,
+                                       ephemeral_for=ephemeral_for))
         return [m for m in sent if m is not None]
 
     def send_part(self, chat_id: int, html: str, reply_to: int | None = None,
-                  markup: types.InlineKeyboardMarkup | None = None) -> types.Message | None:
+                  markup: types.InlineKeyboardMarkup | None = None, *, thread_id: int | None = None,
+                  ephemeral_for: int | None = None, preview: bool = False) -> types.Message | None:
         """One part (at most 4096 UTF-16 units), as HTML or, if refused, as plain text."""
+        if ephemeral_for is not None and chat_id < 0 and chat_id not in self._no_ephemeral:
+            try:
+                return self._send_part(chat_id, html, reply_to, markup, thread_id, ephemeral_for, preview)
+            except TelegramError as exc:
+                if exc.code != 400:
+                    raise
+                log.info("ephemeral message refused in chat %s (%s): replying to everyone",
+                         chat_id, exc.description)
+                self.stats["ephemeral_fallbacks"] += 1
+                self._no_ephemeral.add(chat_id)
+        return self._send_part(chat_id, html, reply_to, markup, thread_id, None, preview)
+
+    def _send_part(self, chat_id: int, html: str, reply_to: int | None,
+                   markup: types.InlineKeyboardMarkup | None, thread_id: int | None,
+                   ephemeral_for: int | None, preview: bool) -> types.Message | None:
         reply = types.ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None
-        try:
-            return self.call(chat_id, self.bot.send_message, chat_id, html, parse_mode="HTML",
-                             reply_parameters=reply, reply_markup=markup,
-                             link_preview_options=types.LinkPreviewOptions(is_disabled=True))
-        except TelegramError as exc:
-            if not _is_entity_error(exc):
-                raise
-        self.stats["plain_fallbacks"] += 1
-        log.warning("Telegram rejected the HTML of a part; sending it as plain text")
-        return self.call(chat_id, self.bot.send_message, chat_id, render.html_to_text(html) or "…",
-                         reply_parameters=reply, reply_markup=markup)
+        ephemeral = types.EphemeralMessageParameters(ephemeral_for) if ephemeral_for is not None else None
+
+        def send(text: str, mode: str | None) -> types.Message:
+            return self.bot.send_message(chat_id, text, parse_mode=mode, reply_parameters=reply,
+                                         reply_markup=markup, message_thread_id=thread_id,
+                                         link_preview_options=_NO_PREVIEW if mode else None,
+                                         ephemeral_message_parameters=ephemeral)
+
+        return self._formatted(chat_id, html, send, **self._budget(preview))
 
     def edit_part(self, chat_id: int, message_id: int, html: str,
-                  markup: types.InlineKeyboardMarkup | None = None, patience: float | None = None) -> None:
-        try:
-            self.call(chat_id, self.bot.edit_message_text, html, chat_id, message_id, parse_mode="HTML",
-                      reply_markup=markup, link_preview_options=types.LinkPreviewOptions(is_disabled=True),
-                      patience=patience)
-            return
-        except TelegramError as exc:
-            if not _is_entity_error(exc):
-                raise
-        self.stats["plain_fallbacks"] += 1
-        self.call(chat_id, self.bot.edit_message_text, render.html_to_text(html) or "…", chat_id,
-                  message_id, reply_markup=markup, patience=patience)
+                  markup: types.InlineKeyboardMarkup | None = None, patience: float | None = None, *,
+                  preview: bool = False, ephemeral_for: int | None = None) -> None:
+        """Make a message show `html`; `ephemeral_for` edits that user's ephemeral message `message_id`."""
+        def edit(text: str, mode: str | None) -> object:
+            if ephemeral_for is not None:
+                return self.bot.edit_ephemeral_message_text(
+                    chat_id, ephemeral_for, message_id, text, parse_mode=mode, reply_markup=markup,
+                    link_preview_options=_NO_PREVIEW if mode else None)
+            return self.bot.edit_message_text(text, chat_id, message_id, parse_mode=mode, reply_markup=markup,
+                                              link_preview_options=_NO_PREVIEW if mode else None)
 
-    def draft(self, chat_id: int, draft_id: int, html: str) -> None:
+        self._formatted(chat_id, html, edit, **self._budget(preview, patience))
+
+    def draft(self, chat_id: int, draft_id: int, html: str, *, thread_id: int | None = None,
+              preview: bool = True) -> None:
         """Show `html` as the chat's draft; raises TelegramError when drafts are refused."""
-        try:
-            self.call(chat_id, self.bot.send_message_draft, chat_id, draft_id, html, parse_mode="HTML",
-                      can_stop=True, patience=10)
-        except TelegramError as exc:
-            if not _is_entity_error(exc):
-                raise
-            self.call(chat_id, self.bot.send_message_draft, chat_id, draft_id, render.html_to_text(html),
-                      can_stop=True, patience=10)
+        def send(text: str, mode: str | None) -> bool:
+            return self.bot.send_message_draft(chat_id, draft_id, text, parse_mode=mode,
+                                               message_thread_id=thread_id, can_stop=True)
 
-    def typing(self, chat_id: int) -> None:
+        self._formatted(chat_id, html, send, **self._budget(preview, patience=10))
+
+    # -- rich messages ------------------------------------------------------------------------
+
+    def send_rich(self, chat_id: int, markdown: str, *, reply_to: int | None = None,
+                  markup: types.InlineKeyboardMarkup | None = None, thread_id: int | None = None,
+                  preview: bool = False) -> types.Message | None:
+        """One rich message from Markdown already within the rich limits (see richtext.py)."""
+        reply = types.ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None
+        return self._rich(chat_id, self.bot.send_rich_message, chat_id, _rich(markdown),
+                          reply_parameters=reply, reply_markup=markup, message_thread_id=thread_id,
+                          **self._budget(preview))
+
+    def draft_rich(self, chat_id: int, draft_id: int, markdown: str, *, thread_id: int | None = None) -> None:
+        """A rich draft (a preview: its token is taken already)."""
+        self._rich(chat_id, self.bot.send_rich_message_draft, chat_id, draft_id, _rich(markdown),
+                   message_thread_id=thread_id, can_stop=True, **self._budget(True))
+
+    def edit_rich(self, chat_id: int, message_id: int, markdown: str, *, preview: bool = False,
+                  markup: types.InlineKeyboardMarkup | None = None) -> None:
+        self._rich(chat_id, self.bot.edit_message_text, None, chat_id, message_id,
+                   rich_message=_rich(markdown), reply_markup=markup, **self._budget(preview))
+
+    def _rich(self, chat_id: int, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+        if not self.rich_available:
+            raise RichRefused("rich messages are not available on this server", 404)
         try:
-            self.call(chat_id, self.bot.send_chat_action, chat_id, "typing", throttle=False, patience=5)
+            return self.call(chat_id, fn, *args, **kwargs)
         except TelegramError as exc:
-            log.debug("chat action failed: %s", exc)
+            if exc.code == 404:
+                log.warning("the Bot API server does not know rich messages (%s): classic messages "
+                            "until restart", exc.description)
+                self.rich_available = False
+            elif not _is_rich_rejection(exc):
+                raise
+            self.stats["rich_fallbacks"] += 1
+            log.info("rich message refused in chat %s (%s): sending it the classic way",
+                     chat_id, exc.description)
+            raise RichRefused(exc.description, exc.code) from exc
+
+    # -- files ----------------------------------------------------------------------------------
 
     def download(self, file_id: str, max_bytes: int, timeout: float = 60.0) -> bytes:
         """A file's bytes: getFile, then GET {TELEGRAM_API_URL}/file/bot{token}/{file_path} through the
@@ -248,12 +269,52 @@ class Sender:
             raise TelegramError(f"file download failed: {exc.__class__.__name__}") from None
         return b"".join(chunks)
 
+    # -- best effort: never a wait, never an exception -----------------------------------------
+
+    def typing(self, chat_id: int, thread_id: int | None = None) -> float:
+        """Show "typing…"; returns seconds to hold off (Telegram's retry_after after a 429), else 0."""
+        return self._best_effort("sendChatAction", self.bot.send_chat_action, chat_id, "typing",
+                                 message_thread_id=thread_id)
+
     def answer_callback(self, callback_id: str, text: str | None = None) -> None:
+        # Too old or already answered: the user just sees the spinner stop.
+        self._best_effort("answerCallbackQuery", self.bot.answer_callback_query, callback_id, text)
+
+    def _best_effort(self, what: str, fn: Callable[..., object], *args: Any, **kwargs: Any) -> float:
+        """One try. A 429 is reported back (to defer), never slept out: the caller serves other chats."""
         try:
-            self.call(None, self.bot.answer_callback_query, callback_id, text, throttle=False, patience=10)
-        except TelegramError as exc:  # too old or already answered: the user just sees the spinner stop
-            log.info("answerCallbackQuery failed: %s", exc)
+            fn(*args, **kwargs)
+        except ApiTelegramException as exc:
+            if exc.error_code == 429:
+                self.stats["429"] += 1
+                log.info("%s: 429, holding off %.0fs", what, _retry_after(exc))
+                return _retry_after(exc)
+            log.info("%s failed: %s", what, exc.description)
+        except Exception as exc:  # network faults, broken chunked answers, invalid JSON: next time
+            log.info("%s failed: %r", what, exc)
+        return 0.0
+
+
+def _rich(markdown: str) -> types.InputRichMessage:
+    return types.InputRichMessage(markdown=markdown)
+
+
+def _retry_after(exc: ApiTelegramException) -> float:
+    parameters = (exc.result_json or {}).get("parameters") or {}
+    try:
+        return max(float(parameters.get("retry_after", 1)), 0.0)
+    except (TypeError, ValueError):
+        return 1.0
 
 
 def _is_entity_error(exc: TelegramError) -> bool:
     return exc.code == 400 and ("parse entities" in exc.description or "entities" in exc.description.lower())
+
+
+def _is_rich_rejection(exc: TelegramError) -> bool:
+    """A 400 about the rich content itself (RICH_MESSAGE_*_INVALID, parse errors, limits).
+
+    An older server ignores `rich_message` in editMessageText and finds no text: that is one too.
+    """
+    text = exc.description.lower()
+    return exc.code == 400 and any(s in text for s in ("rich", "parse", "text is empty", "too long"))
