@@ -12,7 +12,14 @@ import requests
 import telebot
 from telebot import apihelper
 from telebot.apihelper import ApiHTTPException, ApiTelegramException
-from telebot.types import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup
+from telebot.types import (
+    BotCommand,
+    EphemeralMessageParameters,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    InputRichMessage,
+    ReplyParameters,
+)
 
 from tests.fakes.openai import FakeOpenAI, Reply
 from tests.fakes.telegram import NOT_MODIFIED, FakeTelegram
@@ -264,6 +271,95 @@ def test_commands_actions_and_user_edits(tg: FakeTelegram, bot: telebot.TeleBot)
     tg.edit_user_message(5, 1, "hello!")
     assert bot.get_updates(offset=edited.update_id + 1, long_polling_timeout=0) == []
     assert "edited_message" in tg.dropped_updates[0]
+
+
+def test_rich_messages(tg: FakeTelegram, bot: telebot.TeleBot) -> None:
+    table = "## Prices\n\n| fruit | price |\n|---|---|\n| apple | 1 |\n\nSee [docs](https://example.com)."
+    sent = bot.send_rich_message(5, InputRichMessage(markdown=table))
+    stored = tg.message_objects(5)[0]
+    assert (stored["raw_text"], stored["parse_mode"]) == (table, "rich")
+    assert sent.rich_message.blocks[0].text == tg.messages(5)[0]
+    assert "apple" in tg.messages(5)[0] and "|" not in tg.messages(5)[0]
+    bot.edit_message_text(None, 5, sent.message_id, rich_message=InputRichMessage(markdown="**done**"))
+    assert tg.messages(5) == ["done"] and tg.message_objects(5)[0]["edit_count"] == 1
+    assert bot.send_rich_message_draft(5, 7, InputRichMessage(markdown="<tg-thinking>hmm</tg-thinking>"),
+                                       message_thread_id=3, can_stop=True) is True
+    draft = tg.active_draft(5)
+    assert (draft.parse_mode, draft.raw_text, draft.thread_id, draft.can_stop) == (
+        "rich", "<tg-thinking>hmm</tg-thinking>", 3, True)
+
+
+@pytest.mark.parametrize(
+    ("markdown", "description"),
+    [
+        ("x" * 32_769, "RICH_MESSAGE_TOO_LONG"),
+        ("a <script>b</script>", 'can\'t parse rich message: unsupported start tag "script"'),
+        ("<tg-thinking>hmm</tg-thinking>", "RICH_MESSAGE_BLOCK_INVALID"),  # drafts only
+        ("![chart](https://example.com/c.png)", "RICH_MESSAGE_MEDIA_INVALID"),
+        ("[x](ftp://host/f)", 'can\'t parse rich message: unsupported URL "ftp://host/f"'),
+        ("\n".join(f"- {i}" for i in range(260)), "RICH_MESSAGE_BLOCK_COUNT_INVALID"),
+        ("|" + "c|" * 21 + "\n|" + "-|" * 21, "RICH_MESSAGE_TABLE_INVALID"),
+        ("> " * 17 + "deep", "RICH_MESSAGE_DEPTH_INVALID"),
+        ("   ", "RICH_MESSAGE_EMPTY"),
+    ],
+)
+def test_rich_messages_refused(tg: FakeTelegram, bot: telebot.TeleBot, markdown: str,
+                               description: str) -> None:
+    error = _api_error(bot.send_rich_message, 5, InputRichMessage(markdown=markdown))
+    assert (error.error_code, error.description) == (400, "Bad Request: " + description)
+    assert tg.messages(5) == []
+
+
+def test_rich_messages_on_an_older_server(tg: FakeTelegram, bot: telebot.TeleBot) -> None:
+    tg.rich_methods = False
+    assert _api_error(bot.send_rich_message, 5, InputRichMessage(markdown="hi")).error_code == 404
+    assert _api_error(bot.send_rich_message_draft, 5, 1, InputRichMessage(markdown="hi")).error_code == 404
+    sent = bot.send_message(5, "classic")
+    rich = InputRichMessage(markdown="x")
+    edit = _api_error(bot.edit_message_text, None, 5, sent.message_id, rich_message=rich)
+    assert edit.description == "Bad Request: message text is empty"  # rich_message is an unknown parameter
+
+
+def test_ephemeral_messages(tg: FakeTelegram, bot: telebot.TeleBot) -> None:
+    tg.send_text(42, "/t", chat_id=-100777)
+    markup = InlineKeyboardMarkup([[InlineKeyboardButton("More", callback_data="more")]])
+    sent = bot.send_message(-100777, "<b>only you</b>", parse_mode="HTML", reply_markup=markup,
+                            reply_parameters=ReplyParameters(1),
+                            ephemeral_message_parameters=EphemeralMessageParameters(42))
+    assert (sent.message_id, sent.ephemeral_message_id) == (0, 1)
+    assert tg.messages(-100777) == [] and tg.ephemeral_messages(-100777, receiver=7) == []
+    [shown] = tg.ephemeral_messages(-100777, receiver=42)
+    assert (shown["text"], shown["payload"]["reply_to_message"]["text"]) == ("only you", "/t")
+    tg.press_ephemeral_button(42, -100777, 1, "more")
+    [_, press] = bot.get_updates(long_polling_timeout=0)
+    assert press.callback_query.message.ephemeral_message_id == 1
+    assert bot.edit_ephemeral_message_text(-100777, 42, 1, "more for you") is True
+    assert tg.ephemeral_messages(-100777)[0]["text"] == "more for you"
+    stranger = EphemeralMessageParameters(99)  # not a member of the chat
+    assert _api_error(bot.send_message, -100777, "x", ephemeral_message_parameters=stranger).error_code == 400
+    tg.ephemeral_refused.add(-100777)
+    alice = EphemeralMessageParameters(42)
+    refused = _api_error(bot.send_message, -100777, "x", ephemeral_message_parameters=alice)
+    assert refused.description == "Bad Request: EPHEMERAL_MESSAGE_PEER_INVALID"
+    assert bot.set_my_commands([BotCommand("t", "Tokens", is_ephemeral=True)]) is True
+    assert tg.commands == [{"command": "t", "description": "Tokens", "is_ephemeral": True}]
+
+
+def test_forum_topics(tg: FakeTelegram, bot: telebot.TeleBot) -> None:
+    ideas = tg.create_topic(-100555, "Ideas")
+    tg.send_in_topic(42, -100555, ideas, "@test_bot hi")
+    [update] = bot.get_updates(long_polling_timeout=0)
+    asked = update.message
+    assert (asked.message_thread_id, asked.is_topic_message, asked.chat.is_forum) == (ideas, True, True)
+    assert asked.reply_to_message.forum_topic_created.name == "Ideas"
+    in_topic = bot.send_message(-100555, "there", message_thread_id=ideas)
+    replied = bot.send_message(-100555, "reply", reply_parameters=ReplyParameters(asked.message_id))
+    general = bot.send_message(-100555, "general")
+    assert [m.message_thread_id for m in (in_topic, replied, general)] == [ideas, ideas, None]
+    assert _api_error(bot.send_message, -100555, "x", message_thread_id=999).description == (
+        "Bad Request: message thread not found")
+    bot.send_chat_action(-100555, "typing", message_thread_id=ideas)
+    assert tg.chat_actions_in(-100555) == [("typing", ideas)]
 
 
 def test_outage_keeps_state(tg: FakeTelegram, bot: telebot.TeleBot) -> None:

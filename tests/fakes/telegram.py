@@ -25,6 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 from ._server import Abort, BaseHandler, FakeServer
 from .tg_files import FileStore
 from .tg_html import HtmlParseError, parse_html, utf16_len
+from .tg_modern import ModernFeatures
 from .tg_wire import (
     CHAT_ACTIONS,
     NOT_MODIFIED,
@@ -54,7 +55,7 @@ class _Handler(BaseHandler):
     pass
 
 
-class FakeTelegram(FakeServer):
+class FakeTelegram(ModernFeatures, FakeServer):
     """Fake Bot API. Point pyTelegramBotAPI at it with `telebot.apihelper.API_URL = fake.api_url`."""
 
     handler_class = _Handler
@@ -121,6 +122,7 @@ class FakeTelegram(FakeServer):
         }  # fmt: skip
         # Telegram matches method names case-insensitively.
         self._methods = {name.lower(): handler for name, handler in handlers.items()}
+        self._init_modern()  # rich and ephemeral messages, forum topics (tg_modern.py)
 
     # -- public: addresses, recording, assertions ----------------------------------------------------
 
@@ -156,7 +158,7 @@ class FakeTelegram(FakeServer):
     def messages(self, chat_id: int) -> list[str]:
         """Visible texts of the bot's (not deleted) messages in the chat, in send order, after edits."""
         with self._lock:
-            return [m.payload.get("text", "") for m in self._bot_messages(chat_id)]
+            return [self._visible(m) for m in self._bot_messages(chat_id)]
 
     def message_objects(self, chat_id: int, include_user: bool = False) -> list[dict[str, Any]]:
         """The chat's messages with bookkeeping: text, raw_text, parse_mode, reply_markup, edit_count..."""
@@ -545,6 +547,8 @@ class FakeTelegram(FakeServer):
             self._cond.wait(remaining)
 
     def _send_message(self, p: Params) -> dict[str, Any]:
+        if p.raw.get("ephemeral_message_parameters") not in (None, ""):
+            return self._send_ephemeral(p)
         chat_id = p.chat_id()
         raw = p.text("text")
         mode = self._parse_mode(p)
@@ -555,8 +559,9 @@ class FakeTelegram(FakeServer):
             raise bad_request("message is too long")
         markup = self._markup(p)
         reply_to = self._reply_parameters(chat_id, p)
+        topic = self._topic_fields(chat_id, p, reply_to)
         self._take_rate_token(chat_id)
-        fields: dict[str, Any] = {"text": text}
+        fields: dict[str, Any] = {"text": text, **topic}
         if entities:
             fields["entities"] = entities
         if markup is not None and "inline_keyboard" in markup:  # other keyboards are not echoed
@@ -568,6 +573,8 @@ class FakeTelegram(FakeServer):
         return copy.deepcopy(message.payload)
 
     def _edit_message_text(self, p: Params) -> dict[str, Any]:
+        if p.raw.get("rich_message") not in (None, "") and self.rich_methods:
+            return self._edit_rich_message(p)  # an older server ignores it and finds no text
         message = self._message_to_edit(p)
         raw = p.text("text")
         mode = self._parse_mode(p)
@@ -582,8 +589,9 @@ class FakeTelegram(FakeServer):
         if payload.get("text") == text and payload.get("entities", []) == entities and same_markup:
             raise bad_request(NOT_MODIFIED[len("Bad Request: ") :])
         self._take_rate_token(message.chat_id)
-        message.history.append(payload.get("text", ""))
+        message.history.append(self._visible(message))
         message.raw_text, message.parse_mode = raw, mode
+        payload.pop("rich_message", None)
         payload["text"] = text
         payload.pop("entities", None)
         if entities:
@@ -619,7 +627,8 @@ class FakeTelegram(FakeServer):
             raise bad_request("message is too long")
         self._take_rate_token(chat_id)
         draft = DraftUpdate(
-            draft_id, text, raw, mode, p.flag("can_stop"), p.flag("keep_on_stop"), time.time()
+            draft_id, text, raw, mode, p.flag("can_stop"), p.flag("keep_on_stop"), time.time(),
+            p.integer("message_thread_id"),
         )  # fmt: skip
         self._drafts.setdefault(chat_id, []).append(draft)
         self._active_draft[chat_id] = draft
@@ -630,6 +639,7 @@ class FakeTelegram(FakeServer):
         action = p.text("action")
         if action not in CHAT_ACTIONS:
             raise bad_request("wrong parameter action in request")
+        self._record_action(chat_id, action, p)
         self._actions.setdefault(chat_id, []).append(action)
         return True
 
@@ -643,6 +653,8 @@ class FakeTelegram(FakeServer):
                 raise bad_request("BOT_COMMAND_INVALID")
             if not 1 <= len(str(command.get("description") or "")) <= 256:
                 raise bad_request("BOT_COMMAND_DESCRIPTION_INVALID")
+            if not isinstance(command.get("is_ephemeral", False), bool):
+                raise bad_request("can't parse BotCommand JSON object")
         self._commands[self._scope_key(p)] = commands
         return True
 
@@ -780,6 +792,8 @@ class FakeTelegram(FakeServer):
                 chat["username"] = user["username"]
         else:
             chat = {"id": chat_id, "title": "Test Group", "type": chat_type or _group_type(chat_id)}
+            if chat_id in self._forums:
+                chat["is_forum"] = True
         self._chats[chat_id] = chat
 
     def _chat(self, chat_id: int) -> dict[str, Any]:

@@ -71,6 +71,7 @@ class DraftUpdate:
     can_stop: bool
     keep_on_stop: bool
     time: float
+    thread_id: int | None = None  # message_thread_id: a forum or private-chat topic
 
 
 @dataclass
