@@ -98,6 +98,12 @@ class RateLimiter:
                 if not took:
                     self._cond.notify_all()  # gave up its place: those behind may go sooner
 
+    @property
+    def waiting(self) -> int:
+        """Blocked `acquire` calls right now."""
+        with self._lock:
+            return len(self._waiters)
+
     def _turn(self, me: _Waiter, now: float) -> float:
         """Seconds until `me` may go: its chat's own wait, or its place in the global queue."""
         chat_wait = self._chat_wait(me.chat_id, now)

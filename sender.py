@@ -27,6 +27,7 @@ __all__ = ["FileTooBig", "RateLimiter", "RichRefused", "Sender", "TelegramError"
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 PREVIEW_PATIENCE = 0.0  # a preview gets one try: the next piece or the final text makes up for it
+PLAIN_RETRY_PATIENCE = 2.0  # a preview whose HTML was refused may wait this long to go as plain text
 _NO_PREVIEW = types.LinkPreviewOptions(is_disabled=True)
 
 
@@ -113,8 +114,10 @@ class Sender:
         self.stats["plain_fallbacks"] += 1
         log.warning("Telegram rejected the HTML of a message; sending it as plain text")
         # The first try's token is spent: the plain text waits for its own, even for a preview.
-        plain = render.html_to_text(html) or "…"
-        return self.call(chat_id, send, plain, None, **(options | {"throttle": True}))
+        retry = options | {"throttle": True}
+        if not options.get("throttle", True):
+            retry["patience"] = PLAIN_RETRY_PATIENCE
+        return self.call(chat_id, send, render.html_to_text(html) or "…", None, **retry)
 
     @staticmethod
     def _budget(preview: bool, patience: float | None = None) -> dict[str, Any]:
