@@ -23,6 +23,7 @@ from telebot import types
 import attachments
 import chat
 import llm
+import settings
 import team
 from access import Access
 from alerts import Alerts, Notifier
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 Handler = Callable[["App", Incoming], None]
 MAX_SYSTEM_PROMPT = 20_000
 MAX_LISTED_SESSIONS = 30  # /sessions for an admin: the most recent, so the answer stays one message
+# In groups these answer the asking user alone (ephemeral messages), and the menu says so.
+EPHEMERAL_COMMANDS = frozenset({"t", "info", "model", "system", "preset", "settings", "sessions", "usage"})
 
 
 @dataclass(frozen=True)
@@ -89,9 +92,12 @@ class App:
         return self.catalog.text(self.lang(inc), key, **values)
 
     def reply(self, inc: Incoming, text_html: str, markup: types.InlineKeyboardMarkup | None = None) -> None:
-        # In groups, answer as a reply so it is clear whom the bot is talking to.
+        # In groups, answer as a reply so it is clear whom the bot is talking to; personal commands
+        # are answered to the asking user alone where Telegram allows it. Always in the same topic.
+        private = not inc.private and inc.command in EPHEMERAL_COMMANDS
         self.sender.send_html(inc.chat_id, text_html, reply_to=None if inc.private else inc.message_id,
-                              markup=markup)
+                              markup=markup, thread_id=inc.thread_id,
+                              ephemeral_for=inc.user_id if private else None)
 
 
 def register_handlers(app: App) -> None:
@@ -108,6 +114,7 @@ def register_handlers(app: App) -> None:
         ("sessions", cmd_sessions),
         ("lang", cmd_lang),
         ("usage", team.cmd_usage),
+        ("settings", settings.cmd_settings),
     ):
         app.commands[name] = Command(name, handler)
     for name, handler in (("limit", team.cmd_limit), ("allow", team.cmd_allow), ("deny", team.cmd_deny)):
@@ -179,14 +186,16 @@ def handle_chat(app: App, inc: Incoming, text: str | None = None, images: tuple[
     live = LiveReply(app.sender, inc.chat_id, draft_id=inc.message_id or inc.update_id,
                      reply_to=None if inc.private else inc.message_id,
                      use_drafts=inc.private and inc.chat_id not in app.no_drafts,
-                     interval=app.config.draft_interval if inc.private else app.config.group_edit_interval)
+                     interval=app.config.draft_interval if inc.private else app.config.group_edit_interval,
+                     thread_id=inc.thread_id, rich=settings.rich_for(app.config, session.profile),
+                     thinking=app.t(inc, "chat.thinking"))
     cancel = threading.Event()
     key = (inc.chat_id, live.draft_id)
     app.active[key] = cancel
-    app.typing.start(inc.chat_id)
+    app.typing.start(inc.chat_id, inc.thread_id)
 
     def on_delta(piece: str) -> None:
-        app.typing.stop(inc.chat_id)
+        app.typing.stop(inc.chat_id, inc.thread_id)
         live.add(piece)
 
     try:
@@ -204,7 +213,7 @@ def handle_chat(app: App, inc: Incoming, text: str | None = None, images: tuple[
         live.finish("", "\n\n".join([_llm_error(app, inc, exc, model), *notices]))
         return
     finally:
-        app.typing.stop(inc.chat_id)
+        app.typing.stop(inc.chat_id, inc.thread_id)
         app.active.pop(key, None)
         if live.drafts_refused:
             app.no_drafts.add(inc.chat_id)
@@ -508,7 +517,7 @@ def cmd_unknown(app: App, inc: Incoming) -> None:
 # -- buttons ----------------------------------------------------------------------------------------
 
 def handle_callback(app: App, inc: Incoming) -> None:
-    """Every inline button lands here: `model:<key>`, `preset:<name>` and `lang:<code>`."""
+    """Every inline button lands here: `model:<key>`, `preset:<name>`, `lang:<code>`, `settings:…`."""
     kind, _, value = inc.text.partition(":")
     if kind == "access":
         team.on_access_button(app, inc, value)
@@ -523,11 +532,16 @@ def handle_callback(app: App, inc: Incoming) -> None:
         markup = _preset_keyboard(app, inc, session.preset)
     elif kind == "lang" and value in app.catalog.languages:
         confirmation, markup = _set_language(app, inc, value), None
+    elif kind == "settings" and (page := settings.on_button(app, inc, value)) is not None:
+        confirmation, markup = page
     else:
         app.sender.answer_callback(inc.callback_id, app.t(inc, "errors.button_expired"))
         return
     app.sender.answer_callback(inc.callback_id, app.t(inc, "buttons.done"))
-    if inc.message_id is not None:
+    if inc.ephemeral_id is not None:  # a button on a message only this user sees
+        app.sender.edit_part(inc.chat_id, inc.ephemeral_id, confirmation, markup=markup,
+                             ephemeral_for=inc.user_id)
+    elif inc.message_id is not None:
         app.sender.edit_part(inc.chat_id, inc.message_id, confirmation, markup=markup)
 
 

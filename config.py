@@ -85,6 +85,7 @@ class Config:
     daily_token_limit: int = 0  # tokens per user per day; 0 = no limit
     monthly_cost_limit: float = 0.0  # USD per user per month; 0 = no limit
     timezone: str = "UTC"  # where a quota day starts at 00:00
+    rich_messages: str = "off"  # rich messages: "off", "on" for everyone, "user" (each user in /settings)
     # How the sources were merged, for the log once logging is set up: (level, message).
     notices: tuple[tuple[int, str], ...] = field(default=(), compare=False, repr=False)
     # Why .env could not be read, when it could not: a later "X is required" may be because of it.
@@ -168,6 +169,7 @@ def _build(env: Mapping[str, str]) -> Config:
         daily_token_limit=int(r.number("DAILY_TOKEN_LIMIT", 0, low=0, high=10**12, integer=True)),
         monthly_cost_limit=r.number("MONTHLY_COST_LIMIT", 0.0, low=0, high=10**9),
         timezone=r.timezone("TIMEZONE"),
+        rich_messages=r.choice("RICH_MESSAGES", "OFF", ("OFF", "ON", "USER")).lower(),
     )
 
 

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from render import clean_text
 from sessions import Place
 
 _COMMAND = re.compile(r"^/([A-Za-z0-9_]{1,64})(?:@([A-Za-z0-9_]{1,64}))?(?:\s+|$)(.*)\Z", re.S)
@@ -56,6 +57,7 @@ class Incoming:
     language: str | None = None
     thread_id: int | None = None  # the forum topic, or the private chat's topic
     media: Media | None = None  # kind "media": what is attached; `text` is its caption
+    ephemeral_id: int | None = None  # a button on an ephemeral message: that message's ephemeral id
 
     @property
     def place(self) -> Place:
@@ -132,7 +134,8 @@ def _callback(update_id: int, query: dict[str, Any]) -> Incoming | None:
         return None
     return Incoming(update_id, "callback", who[0], who[1], where[0], where[1],
                     message_id=message.get("message_id"), text=str(query.get("data") or ""),
-                    callback_id=query["id"], language=who[2], thread_id=_thread(message, where[1]))
+                    callback_id=query["id"], language=who[2], thread_id=_thread(message, where[1]),
+                    ephemeral_id=_int(message.get("ephemeral_message_id")) or None)
 
 
 def _message(update_id: int, message: dict[str, Any], me: BotIdentity, kind: str | None) -> Incoming | None:
@@ -150,13 +153,13 @@ def _message(update_id: int, message: dict[str, Any], me: BotIdentity, kind: str
     mention = re.compile(rf"@{re.escape(me.username)}\b", re.I) if me.username else None
     if not isinstance(text, str):
         field = next((m for m in MEDIA_NAMES if m in message), None)
-        caption = _clean(message["caption"]) if isinstance(message.get("caption"), str) else ""
+        caption = clean_text(message["caption"]) if isinstance(message.get("caption"), str) else ""
         if not private and mention is not None and mention.search(caption):
             to_us, caption = True, mention.sub("", caption).strip()
         if not to_us or field is None:
             return None
         return Incoming(kind=kind or "media", text=caption, media=_media(field, message[field]), **base)
-    text = _clean(text)
+    text = clean_text(text)
     if kind == "edited":
         return Incoming(kind="edited", text=text, **base) if to_us else None
     if match := _COMMAND.match(text):
@@ -185,12 +188,3 @@ def _media(field: str, value: Any) -> Media:
 
 def _int(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def _clean(text: str) -> str:
-    """Text without lone surrogates (a faulty proxy's), which no encoder downstream accepts."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "replace").decode("utf-8")
-    return text

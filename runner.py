@@ -184,7 +184,8 @@ class Bot:
         """The command menu in every language of the catalog; English also for everyone else."""
         assert self.app is not None
         for language in (None, *self.catalog.languages):
-            texts = [types.BotCommand(c.name, self.catalog.text(language or "en", f"commands.{c.name}"))
+            texts = [types.BotCommand(c.name, self.catalog.text(language or "en", f"commands.{c.name}"),
+                                      is_ephemeral=c.name in commands.EPHEMERAL_COMMANDS or None)
                      for c in self.app.commands.values() if not c.admin]
             try:
                 self.sender.call(None, self.telebot.set_my_commands, texts, language_code=language,

@@ -58,9 +58,13 @@ def test_admin_is_always_allowed(harness: Harness) -> None:
 
 
 def test_commands_registered_in_menu(harness: Harness) -> None:
-    names = [c["command"] for c in harness.tg.commands]
-    assert names == ["start", "help", "info", "t", "clear", "model", "system", "preset", "sessions", "lang",
-                     "usage"]  # not the admins' /limit, /allow, /deny
+    menu = harness.tg.commands
+    assert [c["command"] for c in menu] == ["start", "help", "info", "t", "clear", "model", "system",
+                                            "preset", "sessions", "lang", "usage", "settings"]
+    # not the admins' /limit, /allow, /deny. In groups these answer the asking user alone, so
+    # Telegram's menu marks them:
+    assert [c["command"] for c in menu if c.get("is_ephemeral")] == [
+        "info", "t", "model", "system", "preset", "sessions", "usage", "settings"]
 
 
 def test_start_and_help_list_commands(harness: Harness) -> None:
