@@ -21,6 +21,8 @@ TELEGRAM_LIMIT = 4096
 # commonmark keeps html=True so raw HTML arrives as html_block/html_inline tokens,
 # which we then show escaped (the model's "<script>" is text, not markup).
 _MD = MarkdownIt("commonmark").enable("table").enable("strikethrough")
+# markdown-it stops at this depth and drops whatever is nested deeper.
+_MAX_NESTING = int(_MD.options["maxNesting"])
 
 _SAFE_URL = re.compile(r"(?i)(?:https?|tg|mailto):")
 _MAX_HREF = 2048  # longer hrefs become plain text: a giant tag can't be reopened in every part
@@ -191,6 +193,8 @@ def _close_frame(frame: _Frame, stack: list[_Frame]) -> str:
 def markdown_to_html(markdown: str) -> str:
     """Render Markdown as Telegram-safe HTML (only Telegram's tags, always well-formed)."""
     tokens = _MD.parse(markdown)
+    if any(tok.level >= _MAX_NESTING - 1 for tok in tokens):
+        return _esc(markdown.strip())  # too deep to parse without losing text: shown as written
     stack = [_Frame("root")]
     i = 0
     while i < len(tokens):

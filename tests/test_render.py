@@ -358,3 +358,10 @@ def test_large_answer_is_fast() -> None:
     elapsed = time.perf_counter() - started
     assert_parts_ok(parts, TELEGRAM_LIMIT)
     assert elapsed < 0.5, elapsed  # generous for slow CI; typically a few tens of ms
+
+
+def test_markdown_nested_deeper_than_the_parser_goes_keeps_all_its_text() -> None:
+    deep_list = "\n".join("  " * i + f"- level{i}" for i in range(20))
+    deep_quote = ">" * 30 + " the point"
+    assert all(f"level{i}" in markdown_to_html(deep_list) for i in range(20))
+    assert markdown_to_html(deep_quote).endswith("the point")

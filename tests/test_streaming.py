@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from render import utf16_len
 from sender import RateLimiter, Sender, TelegramError
-from tests.conftest import ALICE, BOB, GROUP, Harness, Reply
+from tests.conftest import ALICE, BOB, GROUP, Harness, Reply, buttons
 
 
 def words(n: int) -> list[str]:
@@ -226,3 +226,61 @@ def test_error_event_inside_a_stream(harness: Harness) -> None:
     answer = harness.ask("two")
     assert answer.startswith("partial answer") and "incomplete" in answer and "lost" not in answer
     assert [m.content for m in harness.session().messages] == ["two", "partial answer "]
+
+
+# -- forum topics and private replies to commands in groups ---------------------------------------
+
+FORUM = -100900
+
+
+def unthrottled(h: Harness) -> Harness:
+    """Flood control off on both sides, for tests about where messages go (not how fast)."""
+    h.tg.rate_limit = False
+    h.bot.sender.limiter = RateLimiter(private_rate=100, group_rate=100, burst=100, global_rate=1000)
+    return h
+
+
+def test_a_long_answer_in_a_forum_topic_stays_in_the_topic(harness: Harness) -> None:
+    h = unthrottled(harness)
+    topic = h.tg.create_topic(FORUM, "Long answers", creator=BOB)
+    paragraphs = [f"Paragraph {i}: " + "lorem ipsum " * 60 for i in range(8)]
+    h.llm.script(Reply(chunks=[p + "\n\n" for p in paragraphs], delay=0.5, chunk_delay=0.05))
+    h.tg.send_in_topic(ALICE, FORUM, topic, "@test_bot write a lot")
+    h.tg.wait_for(lambda: "Paragraph 7" in "".join(h.tg.messages(FORUM)), timeout=20)
+    h.idle()
+    h.tg.send_in_topic(ALICE, FORUM, topic, "/help")
+    h.tg.send_in_topic(ALICE, FORUM, topic, "/t")
+    h.tg.wait_for(lambda: h.tg.ephemeral_messages(FORUM), timeout=10)
+    h.idle()
+    answer = h.tg.message_objects(FORUM)
+    assert len(answer) >= 3 and "Commands" in answer[-1]["text"]
+    assert [m["payload"].get("message_thread_id") for m in answer] == [topic] * len(answer)
+    assert [m["payload"]["message_thread_id"] for m in h.tg.ephemeral_messages(FORUM)] == [topic]
+    assert h.tg.chat_actions_in(FORUM)[0] == ("typing", topic)
+    assert "\n\n".join(m["text"] for m in answer[:-1]).split() == "".join(paragraphs).split()
+
+
+def test_personal_commands_in_a_group_answer_the_asking_user_alone(harness: Harness) -> None:
+    h = unthrottled(harness)
+    h.say("/t", user=ALICE, chat=GROUP)
+    h.say("/model", user=ALICE, chat=GROUP)
+    h.tg.wait_for(lambda: len(h.tg.ephemeral_messages(GROUP, receiver=ALICE)) == 2, timeout=10)
+    h.idle()
+    assert h.tg.messages(GROUP) == []  # nobody else sees them
+    tokens, picker = h.tg.ephemeral_messages(GROUP, receiver=ALICE)
+    assert "Tokens" in tokens["text"]
+    button = next(data for data in buttons(picker).values() if data != buttons(picker).get("✅ gpt-5.4-mini"))
+    h.tg.press_ephemeral_button(ALICE, GROUP, picker["ephemeral_message_id"], button)
+    h.tg.wait_for(lambda: h.tg.ephemeral_messages(GROUP)[1]["edit_count"] == 1, timeout=10)
+    h.idle()
+    assert "switched" in h.tg.ephemeral_messages(GROUP)[1]["text"]
+    assert h.tg.messages(GROUP) == []
+    assert "Commands" in h.ask("/help", user=ALICE, chat=GROUP)  # not personal: for everyone
+
+
+def test_where_ephemeral_messages_are_refused_the_reply_is_public(harness: Harness) -> None:
+    h = unthrottled(harness)
+    h.tg.ephemeral_refused.add(GROUP)
+    assert "Tokens" in h.ask("/t", user=ALICE, chat=GROUP)
+    assert "Tokens" in h.ask("/t", user=ALICE, chat=GROUP)
+    assert len([c for c in h.tg.calls_of("sendMessage") if c.status == 400]) == 1
