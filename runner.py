@@ -34,7 +34,7 @@ from presets import load_presets
 from quotas import Quotas
 from reachability import Outage, cause
 from router import BotIdentity, Incoming, StopGeneration, parse_update
-from sender import RateLimiter, Sender, TelegramError
+from sender import RateLimiter, Sender, TelegramError, http_session
 from sessions import MemoryBackend, Profile, SessionStore
 from storage import SqliteBackend
 from streaming import TypingTicker
@@ -75,6 +75,7 @@ class Bot:
         self.media = MediaSupport(MediaStore(media_dir), transcription(config, self.registry))
         apihelper.API_URL = config.telegram_api_url + "/bot{0}/{1}"
         apihelper.FILE_URL = config.telegram_api_url + "/file/bot{0}/{1}"  # Sender.download
+        apihelper.session = http_session(config.workers + 8)  # + polling, typing, shutdown
         self.telebot = telebot.TeleBot(config.telegram_token.value, threaded=False, parse_mode=None)
         self.backend = self._open_store() if config.session_store == "sqlite" else None
         self.sender = Sender(self.telebot, RateLimiter())

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import requests
+from requests.adapters import HTTPAdapter
 from telebot import TeleBot, apihelper, types
 from telebot.apihelper import ApiException, ApiHTTPException, ApiTelegramException
 
@@ -29,6 +30,20 @@ T = TypeVar("T")
 PREVIEW_PATIENCE = 0.0  # a preview gets one try: the next piece or the final text makes up for it
 PLAIN_RETRY_PATIENCE = 2.0  # a preview whose HTML was refused may wait this long to go as plain text
 _NO_PREVIEW = types.LinkPreviewOptions(is_disabled=True)
+
+
+def http_session(pool: int) -> requests.Session:
+    """One HTTP session for every thread that calls Telegram.
+
+    pyTelegramBotAPI otherwise keeps a session per thread: with a pool of workers, a burst of new
+    chats opens a TCP (and TLS) connection per worker before its first message. Shared, the
+    connections are reused; the pool holds one per thread that may call at once.
+    """
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
 
 
 class TelegramError(Exception):
