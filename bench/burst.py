@@ -1,19 +1,24 @@
 """Figure 1 — burst: 100 chats send one message at once; every answer streams for 2 s.
 
 Burst time = from the first pushed update to the last final answer accepted by the fake Telegram.
-Baseline = the same for one chat alone, in the same bot, just before the burst.
+Floor = one answer alone (measured in the same bot just before) + (100 − 30)/30 s: Telegram's global
+limit lets 30 messages go at once and 30 a second after, so the 100th final message cannot land
+sooner than that, whatever the bot does.
 """
 
 from __future__ import annotations
 
 import argparse
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import openai
 from _common import (
+    BenchOpenAI,
     Report,
     Rig,
     Row,
@@ -25,14 +30,15 @@ from _common import (
     quiet,
 )
 
-from sender import RateLimiter
 from tests.fakes.openai import Reply
 
 CHATS = 100
 FIRST_TOKEN = 0.2  # the model's time to first token
 CHUNKS = 10
 CHUNK_DELAY = (2.0 - FIRST_TOKEN) / (CHUNKS - 1)  # first token + 9 gaps = 2.0 s per answer
-TARGET_RATIO = 1.5
+TELEGRAM_RATE = 30  # messages a second, and a bucket of as many
+TARGET_OVER_FLOOR = 0.6
+MAX_429 = 2
 SINGLE_CHAT = 7
 
 
@@ -44,26 +50,14 @@ def answer(body: dict[str, Any]) -> Reply:
 
 
 @dataclass(frozen=True)
-class Variant:
-    label: str
-    fake_global_rate: float
-    bot_global_rate: float | None  # None: the bot's own limiter as shipped
-
-
-VARIANTS = (
-    Variant("fake Telegram limits on (30 msg/s)", 30, None),
-    Variant("fake global limit 1000 msg/s", 1000, None),
-    Variant("fake 1000/s and bot limiter 1000/s (in-process override)", 1000, 1000.0),
-)
-
-
-@dataclass(frozen=True)
 class Timing:
     """Seconds after the first pushed update: last model request in, last final answer out."""
 
     last_request: float
     last_final: float
+    delivered: int  # chats whose final answer arrived
     drafts: int
+    drafted: int  # chats that showed a draft before their answer
     cpu_to_last_request: float  # CPU seconds of this process (bot and both fakes) until then
 
 
@@ -72,6 +66,10 @@ class RunResult:
     single: Timing
     burst: Timing
     too_many: int  # 429s from the fake Telegram
+
+    @property
+    def floor(self) -> float:
+        return self.single.last_final + (CHATS - TELEGRAM_RATE) / TELEGRAM_RATE
 
 
 def _time_to_answers(rig: Rig, chats: list[int], timeout: float = 60) -> Timing:
@@ -84,17 +82,15 @@ def _time_to_answers(rig: Rig, chats: list[int], timeout: float = 60) -> Timing:
     llm.wait_for(lambda: len(llm.chat_requests()) >= seen + len(chats), timeout, "every model request")
     cpu = time.process_time() - cpu
     tg.wait_for(lambda: all(tg.messages(c) for c in chats), timeout, "every final answer")
-    finals = [first_message_time(tg, c) for c in chats]
+    finals = [t for t in (first_message_time(tg, c) for c in chats) if t is not None]
     requests = llm.chat_requests()[seen:]
-    return Timing(max(r.time for r in requests) - start, max(t for t in finals if t is not None) - start,
-                  sum(len(tg.drafts(c)) for c in chats), cpu)
+    return Timing(max(r.time for r in requests) - start, max(finals) - start, len(finals),
+                  sum(len(tg.drafts(c)) for c in chats), sum(1 for c in chats if tg.drafts(c)), cpu)
 
 
-def _one_run(variant: Variant, data_dir: Path) -> RunResult:
-    """The single answer, then the burst, in one fresh bot."""
-    with Rig(data_dir, telegram={"global_rate": variant.fake_global_rate}, default=answer) as rig:
-        if variant.bot_global_rate is not None:
-            rig.running.sender.limiter = RateLimiter(global_rate=variant.bot_global_rate)
+def _one_run(data_dir: Path) -> RunResult:
+    """The single answer, then the burst, in one fresh bot against Telegram's real limits."""
+    with Rig(data_dir, telegram={"global_rate": TELEGRAM_RATE}, default=answer) as rig:
         single = _time_to_answers(rig, [SINGLE_CHAT])
         rig.idle(10)
         time.sleep(1.5)  # let the global budget refill after the single answer
@@ -103,75 +99,92 @@ def _one_run(variant: Variant, data_dir: Path) -> RunResult:
         return RunResult(single, burst, rig.tg.stats["429"])
 
 
-def _row(variant: Variant, runs: list[RunResult]) -> Row:
-    single = median([r.single.last_final for r in runs])
+def _bare_sdk_start() -> tuple[float, float]:
+    """Reference: 100 threads of the bare openai SDK starting streams at once (seconds, CPU seconds)."""
+    with BenchOpenAI(api_key="sk-bench", default=answer) as llm:
+        client = openai.OpenAI(base_url=llm.url, api_key="sk-bench", max_retries=0)
+        client.chat.completions.create(model="gpt-5.4-mini", messages=[{"role": "user", "content": "warm"}])
+        go = threading.Event()
+
+        def ask(n: int) -> None:
+            go.wait()
+            stream = client.chat.completions.create(
+                model="gpt-5.4-mini", messages=[{"role": "user", "content": f"q{n}"}], stream=True)
+            next(iter(stream), None)
+            stream.close()
+
+        threads = [threading.Thread(target=ask, args=(n,)) for n in range(CHATS)]
+        for t in threads:
+            t.start()
+        start, cpu = time.time(), time.process_time()
+        go.set()
+        llm.wait_for(lambda: len(llm.chat_requests()) >= CHATS + 1, 30, "every request")
+        elapsed, cpu = time.time() - start, time.process_time() - cpu
+        for t in threads:
+            t.join(10)
+        return elapsed, cpu
+
+
+def _row(runs: list[RunResult]) -> Row:
     burst = median([r.burst.last_final for r in runs])
-    ratio = round(burst / single, 2)  # judged as shown
-    too_many = sum(r.too_many for r in runs)
-    return Row(f"1. Burst of {CHATS} chats, {variant.label}",
-               f"{burst:.2f} s vs {single:.2f} s alone = {ratio:.2f}x (429s: {too_many})",
-               f"≤ {TARGET_RATIO}x", ratio <= TARGET_RATIO)
-
-
-def _breakdown(variant: Variant, runs: list[RunResult]) -> str:
-    last_request = median([r.burst.last_request for r in runs])
-    last_final = median([r.burst.last_final for r in runs])
-    drafts = median([float(r.burst.drafts) for r in runs])
-    cpu = median([r.burst.cpu_to_last_request for r in runs])
-    return (f"{variant.label}: the last of the {CHATS} model requests reached the fake model "
-            f"{ms(last_request)} after the burst (this process — bot and both fakes, one GIL — used "
-            f"{cpu:.2f} s of CPU by then), so the last stream ended at about "
-            f"{last_request + 2.0:.2f} s; the last final answer arrived at {last_final:.2f} s; "
-            f"{drafts:.0f} drafts were shown during the burst (medians).")
+    floor = median([r.floor for r in runs])
+    single = median([r.single.last_final for r in runs])
+    delivered = min(r.burst.delivered for r in runs)
+    too_many = max(r.too_many for r in runs)
+    over = round(burst - floor, 2)  # judged as shown
+    met = over <= TARGET_OVER_FLOOR and delivered == CHATS and too_many <= MAX_429
+    return Row(f"1. Burst of {CHATS} chats at once, 2 s answers, Telegram's limits (30 msg/s)",
+               f"last answer {burst:.2f} s; floor {floor:.2f} s (one answer {single:.2f} s + "
+               f"{CHATS - TELEGRAM_RATE}/{TELEGRAM_RATE} s): +{over:.2f} s; delivered {delivered}/{CHATS}; "
+               f"429s: {too_many} (most in a run)",
+               f"≤ floor + {TARGET_OVER_FLOOR} s, all delivered, ≤ {MAX_429} 429s", met)
 
 
 def run(quick: bool = False) -> Report:
     reps = 1 if quick else 3
-    rows, findings = [], []
     with captured_logs() as logs, tempfile.TemporaryDirectory() as tmp:
-        for n, variant in enumerate(VARIANTS):
-            runs = [_one_run(variant, Path(tmp) / f"v{n}r{i}") for i in range(reps)]
-            rows.append(_row(variant, runs))
-            findings.append(_breakdown(variant, runs))
+        runs = [_one_run(Path(tmp) / f"r{i}") for i in range(reps)]
+        bare, bare_cpu = _bare_sdk_start()
         errors = len(logs.errors())
-    floor = FIRST_TOKEN + CHUNK_DELAY * (CHUNKS - 1) + (CHATS - 30) / 30
-    findings.append(f"Lower bound under Telegram's 30 msg/s: 2.0 s of model time + {CHATS - 30} final "
-                    f"messages beyond a full 30-message bucket at 30/s = {floor:.2f} s, i.e. "
-                    f"{floor / 2.0:.2f}x a 2 s answer: the 1.5x target cannot be met with 100 final "
-                    "messages at once while Telegram's global limit holds.")
-    findings.append(f"Bot log: {errors} ERROR records or tracebacks over all burst runs.")
-    return Report("Figure 1: burst", rows, METHOD, findings, ANALYSIS)
+    last_request = median([r.burst.last_request for r in runs])
+    cpu = median([r.burst.cpu_to_last_request for r in runs])
+    findings = [
+        "Per run (burst time, floor): " + "; ".join(f"{r.burst.last_final:.2f} s vs {r.floor:.2f} s"
+                                                      for r in runs) + ".",
+        f"Previews: {median([float(r.burst.drafted) for r in runs]):.0f} of the {CHATS} chats showed a draft "
+        f"before their answer ({median([float(r.burst.drafts) for r in runs]):.0f} drafts, medians). "
+        "Previews use the whole budget at first, then stop taking tokens while more answers are "
+        "streaming than the bucket can finish at once (`limiter.RateLimiter.reserve`), so the final "
+        "messages find most of the bucket when the streams end.",
+        f"Stream start-up: the last of the {CHATS} model requests reached the fake model {ms(last_request)} "
+        f"after the burst; this process (bot and both fakes, one GIL) used {cpu:.2f} s of CPU by then. "
+        f"For reference, {CHATS} threads of the bare `openai` SDK starting streams at once against the same "
+        f"fake took {ms(bare)} ({bare_cpu:.2f} s of CPU, SDK and fake): the bot's own work per turn "
+        "(dispatch, session, token count, request, live reply, typing) is the difference.",
+        f"Bot log: {errors} ERROR records or tracebacks over all burst runs.",
+    ]
+    return Report("Figure 1: burst", [_row(runs)], METHOD, findings, ANALYSIS)
 
 
 METHOD = f"""\
 A fresh bot (WORKERS=128 default, STREAM on, DRAFT_INTERVAL 1 s, SESSION_STORE=memory, ALLOWED_USER_IDS=*)
-against a fresh FakeTelegram and FakeOpenAI. The fake model streams every answer in {CHUNKS} pieces:
-first piece after {FIRST_TOKEN} s, then one every {CHUNK_DELAY:.2f} s, so an answer takes 2.0 s. In each
-run one chat first asks alone (the baseline), then, after 1.5 s for the rate budgets to refill,
-{CHATS} other private chats each send one message at once. Time is measured from just before the
-first `send_text` to the arrival at the fake of the last final `sendMessage` that it accepted
-(drafts are previews, not answers). Median of 3 runs (1 with --quick). Three variants: the fake's
-real limits; the fake's global limit raised to 1000/s; and additionally the bot's own global
-`RateLimiter` (28/s, in `sender.py`) replaced in-process by one of 1000/s, to isolate the bot's own
-overhead from deliberate throttling."""
+against a fresh FakeTelegram with Telegram's limits (1 message/s per chat, burst 3; 30/s overall, a
+bucket of 30; 429 with retry_after) and FakeOpenAI. The fake model streams every answer in {CHUNKS}
+pieces: first piece after {FIRST_TOKEN} s, then one every {CHUNK_DELAY:.2f} s, so an answer takes 2.0 s.
+In each run one chat first asks alone (the baseline: "one answer"), then, after 1.5 s for the rate
+budgets to refill, {CHATS} other private chats each send one message at once. Time is measured from
+just before the first `send_text` to the arrival at the fake of the last final `sendMessage` that it
+accepted (drafts are previews, not answers). The floor is one answer + ({CHATS} − 30)/30 s. Median of
+3 runs (1 with --quick); the 429 count is the most in any run. The reference for stream start-up is
+{CHATS} threads of the bare SDK (one shared client), each starting a streamed request at once."""
 
 
 ANALYSIS = """\
-The burst is bound by Telegram's global rate, not by the bot's work. 100 answers are 100 final
-`sendMessage` calls; Telegram (and the fake) allow 30 a second, and the bot deliberately stays under
-that with its own limiter (`sender.RateLimiter`: 28/s, bucket of 28). The streams end 2.0–3 s after
-the burst, then the final messages leave at 28/s, so the last one lands ~5.3 s after the burst, about
-2.6x a lone answer; no bot can go below the lower bound in the findings (≈2.2x) while sending 100
-messages. Raising only the fake's limit (row 2) changes nothing, which shows the bot's own limiter is
-the binding one, as designed: it produced 0 429s. With the bot's limiter also raised (row 3, an
-in-process override for measurement only, not a recommended setting) the burst takes ~1.5x. What
-remains is starting 100 model streams: the last model request reaches the fake model 0.6–1.1 s after
-the burst while this process is CPU-bound (see the CPU seconds in the findings: about one core, the
-GIL, shared by the bot and both fake servers on a 2-core machine). For scale, 100 concurrent streamed
-requests from bare `openai` SDK threads against the fake alone took 0.32 s to all reach it, at
-~2.6 ms of CPU per request (SDK + fake). So the remaining overhead is interpreter throughput, not a
-blocking bug; the fakes' own CPU inflates it here. Meeting 1.5x would need the target restated (e.g.
-time to first visible token, figure 2) or fewer final messages than Telegram's rate allows."""
+The burst is bound by Telegram's global rate: 100 final messages, 30 at once and 30 a second after.
+The bot's limiter refills at Telegram's full 30/s (its bucket holds 29, one less than Telegram's, to
+absorb network jitter), final messages go before any preview, and previews leave a reserve while more
+streams are open than the budget can finish at once. What remains above the floor is the previews
+sent before the reserve applies and the stream start-up (see the findings)."""
 
 
 if __name__ == "__main__":

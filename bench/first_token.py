@@ -1,7 +1,9 @@
-"""Figure 2 — first-token latency: 50 private chats streaming at once.
+"""Figure 2 — first text: 50 private chats streaming, 100 ms apart or all at once.
 
 Per chat: from the moment the fake model sends its first content chunk to the first draft or message
-that the fake Telegram accepted for that chat.
+that the fake Telegram accepted for that chat. All at once, Telegram's global limit (30 messages at
+once, then 30 a second) sets a floor: the k-th chat cannot show text before the k-th earliest moment
+that limit allows, computed from the first-token times; the figure is how far above it the bot is.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ FIRST_TOKEN = 0.5  # the model's time to first token
 CHUNKS = 40
 CHUNK_DELAY = 0.05  # 20 pieces a second: a 2.5 s answer
 TARGET_P95 = 0.150
+TELEGRAM_RATE = 30
+TARGET_OVER_FLOOR_P95 = 0.3
+TARGET_OVER_FLOOR_MAX = 0.6
 _QUESTION = re.compile(r"first(\d+)")
 
 
@@ -65,9 +70,28 @@ def _first_visible(rig: Rig, chat: int) -> tuple[float | None, bool]:
     return (min(times) if times else None), draft is not None and (message is None or draft <= message)
 
 
+def floor_times(first_tokens: list[float], rate: float = TELEGRAM_RATE) -> list[float]:
+    """The earliest moments a global bucket of `rate` tokens refilled at `rate`/s lets the k-th message go,
+    for messages wanted at these times (bucket full before the first)."""
+    floors: list[float] = []
+    tokens, stamp = rate, None
+    for wanted in sorted(first_tokens):
+        now = max(wanted, floors[-1]) if floors else wanted
+        if stamp is not None:
+            tokens = min(rate, tokens + (now - stamp) * rate)
+        if tokens < 1:
+            now += (1 - tokens) / rate
+            tokens = 1
+        stamp = now
+        tokens -= 1
+        floors.append(now)
+    return floors
+
+
 @dataclass(frozen=True)
 class RunResult:
     latencies: list[float]  # seconds, one per chat
+    over_floor: list[float]  # the k-th chat to show text against the k-th floor moment
     drafted: int  # chats whose first visible thing was a draft
     too_many: int  # 429s
     connections: int  # TCP connections the fake model accepted
@@ -87,16 +111,18 @@ def _one_run(data_dir: Path, stagger: float) -> RunResult:
             rig.tg.send_text(chat, f"first{chat}")
         rig.tg.wait_for(lambda: all(rig.tg.messages(c) for c in chats), 60, "every final answer")
         rig.idle(20)
-        latencies, drafted, shown = [], 0, []
+        latencies, drafted, shown, wanted = [], 0, [], []
         for chat in chats:
             visible, was_draft = _first_visible(rig, chat)
             if visible is not None and chat in clock.sent:
                 latencies.append(visible - clock.sent[chat])
                 drafted += was_draft
                 shown.append(visible)
+                wanted.append(clock.sent[chat])
+        over = [s - f for s, f in zip(sorted(shown), floor_times(wanted), strict=True)]
         last = max(shown)
         repeats = sum(d.time < last for chat in chats for d in rig.tg.drafts(chat)[1:])
-        return RunResult(latencies, drafted, rig.tg.stats["429"], rig.llm.connections,
+        return RunResult(latencies, over, drafted, rig.tg.stats["429"], rig.llm.connections,
                          len(rig.llm.requests), repeats)
 
 
@@ -105,15 +131,26 @@ def _case(label: str, stagger: float, reps: int, tmp: Path) -> tuple[Row, str, R
     samples = [x for r in runs for x in r.latencies]
     drafted, too_many = sum(r.drafted for r in runs), sum(r.too_many for r in runs)
     high = p95(samples)
-    row = Row(f"2. First-token latency, {CHATS} chats {label}",
-              f"p50 {ms(median(samples))}, p95 {ms(high)} (max {ms(max(samples))}; 429s: {too_many})",
-              f"p95 < {ms(TARGET_P95)}", high < TARGET_P95)
+    if stagger:
+        row = Row(f"2. First text, {CHATS} chats {label}",
+                  f"p50 {ms(median(samples))}, p95 {ms(high)} (max {ms(max(samples))}; 429s: {too_many})",
+                  f"p95 < {ms(TARGET_P95)}", high < TARGET_P95)
+    else:
+        over = [x for r in runs for x in r.over_floor]
+        over_p95, over_max = round(p95(over), 2), round(max(over), 2)  # judged as shown
+        row = Row(f"2. First text, {CHATS} chats {label}, against Telegram's floor",
+                  f"above the floor: p95 +{over_p95:.2f} s, worst +{over_max:.2f} s (latency p50 "
+                  f"{ms(median(samples))}, p95 {ms(high)}; 429s: {too_many})",
+                  f"p95 ≤ +{TARGET_OVER_FLOOR_P95} s, worst ≤ +{TARGET_OVER_FLOOR_MAX} s, 0 429s",
+                  over_p95 <= TARGET_OVER_FLOOR_P95 and over_max <= TARGET_OVER_FLOOR_MAX and too_many == 0)
     fast = sum(x < TARGET_P95 for x in samples)
     note = (f"{label}: {len(samples)} samples over {reps} runs; {fast} within {ms(TARGET_P95)}; "
             f"{drafted} chats showed a draft first, {len(samples) - drafted} nothing before their final "
             "message.")
     if not stagger:
-        note += (" Before the last chat of a run showed anything, the bot had spent (median) "
+        floor_p95 = p95(floor_times([0.0] * CHATS))
+        note += (f" The floor alone puts the p95 chat {ms(floor_p95)} after its first token. Before the last "
+                 "chat of a run showed anything, the bot had spent (median) "
                  f"{median([float(r.repeats_before_last) for r in runs]):.0f} message slots on drafts "
                  "that only updated a draft already shown in another chat.")
     return row, note, runs[-1]
@@ -131,37 +168,31 @@ def run(quick: bool = False) -> Report:
             f"The fake model accepted {last.connections} TCP connections for {last.requests} HTTP requests "
             "in the last run (a drained stream leaves its connection to the next request).")
         findings.append(f"Bot log: {len(logs.errors())} ERROR records or tracebacks.")
-    return Report("Figure 2: first-token latency", rows, METHOD, findings, ANALYSIS)
+    return Report("Figure 2: first text", rows, METHOD, findings, ANALYSIS)
 
 
 METHOD = f"""\
-A fresh in-process bot (defaults: STREAM on, DRAFT_INTERVAL 1 s) per run. {CHATS} private chats each
-send one message, either {ms(STAGGER)} apart (10 new conversations a second) or all at once. The fake
-model waits {FIRST_TOKEN} s, then streams {CHUNKS} pieces {ms(CHUNK_DELAY)} apart. Its `default` callable
-notes, per chat, the time it was called plus the {FIRST_TOKEN} s delay: the moment the first content
-chunk leaves (the role chunk and the first piece are written back to back after the delay). The latency
-of a chat is from then to the earlier of its first accepted `sendMessageDraft` (DraftUpdate.time) and
-its first accepted `sendMessage` (Call.time). All clocks are `time.time()` in one process. p50/p95 are
-over the pooled samples of 3 runs (150 per case; 1 run with --quick), nearest-rank."""
+A fresh in-process bot (defaults: STREAM on, DRAFT_INTERVAL 1 s) per run, against FakeTelegram with
+Telegram's limits (30 messages/s overall, a bucket of 30; 1/s per chat, burst 3). {CHATS} private chats
+each send one message, either {ms(STAGGER)} apart (10 new conversations a second) or all at once. The
+fake model waits {FIRST_TOKEN} s, then streams {CHUNKS} pieces {ms(CHUNK_DELAY)} apart. Its `default`
+callable notes, per chat, the time it was called plus the {FIRST_TOKEN} s delay: the moment the first
+content chunk leaves (the role chunk and the first piece are written back to back after the delay). The
+latency of a chat is from then to the earlier of its first accepted `sendMessageDraft` (DraftUpdate.time)
+and its first accepted `sendMessage` (Call.time). All at once, the floor is computed from those
+first-token times: a bucket of 30 tokens (full at the start) refilled at 30/s, one token per chat in
+the order of their first tokens; the k-th chat to show text is compared with the k-th floor moment.
+All clocks are `time.time()` in one process. p50/p95 are over the pooled samples of 3 runs (150 per
+case; 1 run with --quick), nearest-rank."""
 
 
 ANALYSIS = """\
-At a realistic arrival rate (10 new conversations a second) the first draft follows the model's
-first chunk within a few ms. All at once, the miss is Telegram's global rate again: a draft is a
-message-producing call, and 50 chats whose first chunks arrive in the same few ms would need 50
-calls at once, while Telegram allows 30 a second. With p95 being the 48th fastest of 50, even a bot
-that spent the whole budget on first drafts would be at ≈(48 − 30)/30 ≈ 0.6 s. The bot shows the
-first ~28 drafts at once (its bucket of 28 and the rule that previews leave 30% of it to final
-messages, `streaming.PREVIEW_SPARE`), then one more per ~36 ms as the budget refills: the slowest chats
-see their first draft about 1 s after their first token, with 0 429s. This is the intended
-trade-off (finals never wait for previews); a lower all-at-once p95 could only come from spending the
-final messages' reserve on first drafts. One thing the bot could do better is the worst case:
-previews are first come, first served, so a chat that shows nothing yet competes on equal terms with
-chats refreshing a draft they already show (after DRAFT_INTERVAL, every delta retries). The findings
-count the slots spent on such refreshes before the last chat showed anything: each is ~36 ms of
-budget, which is why the slowest chat waits up to ~2.5 s, not the ~1.1 s that 50 − 19 first drafts
-at 28/s would take. Letting a chat's first preview go before other chats' refreshes (e.g. skip a
-refresh while any chat waits for its first preview) would bound the tail near that."""
+All at once, Telegram's global limit is what the chats wait for: 50 first drafts would need 50 calls
+at once and Telegram allows 30, then 30 a second. The bot's limiter spends the whole budget on them:
+no reserve is kept while few answers stream, a chat that shows nothing yet goes before refreshes of
+chats that already show text (`limiter.RateLimiter.try_preview`), and final messages, which go first
+of all, are not due yet. What remains above the floor is the time from a token's arrival to the next
+piece of a waiting chat (previews never wait; the next piece retries) and this process's CPU."""
 
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ def run_all(quick: bool) -> list[Report]:
     done["3"] = _safely("Figure 3: token accounting", accounting.run, quick)  # pure CPU: first, alone
     done["5"] = _safely("Figure 5: restore", restore.run, quick)
     done["1"] = _safely("Figure 1: burst", burst.run, quick)
-    done["2"] = _safely("Figure 2: first-token latency", first_token.run, quick)
+    done["2"] = _safely("Figure 2: first text", first_token.run, quick)
     with ThreadPoolExecutor(max_workers=1) as pool:
         idle = pool.submit(_safely, "Figure 6: idle CPU", idle_cpu.run, quick)
         done["4"] = _safely("Figure 4: long streamed answer", long_stream.run, quick)
