@@ -213,6 +213,7 @@ def handle_chat(app: App, inc: Incoming, text: str | None = None, images: tuple[
         live.finish("", "\n\n".join([_llm_error(app, inc, exc, model), *notices]))
         return
     finally:
+        live.close()
         app.typing.stop(inc.chat_id, inc.thread_id)
         app.active.pop(key, None)
         if live.drafts_refused:

@@ -208,9 +208,13 @@ class LiveReply:
 
     # -- the whole answer ---------------------------------------------------------------------
 
+    def close(self) -> None:
+        """The stream has ended (however it ended): previews no longer keep budget for it."""
+        self.sender.limiter.stream_closed(self._key, self.chat_id)
+
     def finish(self, markdown: str, notes_html: str = "") -> None:
         """Deliver the whole answer (notes after it), replacing any preview."""
-        self.sender.limiter.stream_closed(self._key, self.chat_id)
+        self.close()
         parts: list[str] = []
         rich = self.rich
         if rich:

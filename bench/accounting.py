@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from _common import Report, Row, median, print_report, quiet
 
-from sessions import Message, Session
+from sessions import Conversation, Message, Place, Profile, Session
 from tokens import FALLBACK_ENCODING, Counter, counter_for
 
 SIZES = (1_000, 10_000, 100_000, 1_000_000)
@@ -48,8 +48,8 @@ def history(tokens: int, counter: Counter) -> list[Message]:
 
 def session_with(messages: list[Message], counter: Counter) -> Session:
     prompt = "You are a helpful assistant."
-    return Session(1, "gpt-5.4-mini", prompt, counter.message("system", prompt), counter.encoding_name,
-                   messages=list(messages))
+    profile = Profile(1, "gpt-5.4-mini", prompt, counter.message("system", prompt), counter.encoding_name)
+    return Session(profile, Conversation(1, Place(1, 1), counter.encoding_name, messages=list(messages)))
 
 
 def one_turn(session: Session, counter: Counter) -> None:

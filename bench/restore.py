@@ -29,7 +29,7 @@ from _common import (
     quiet,
 )
 
-from sessions import Session, SessionStore
+from sessions import Conversation, Place, Profile, Session, SessionStore
 from storage import SqliteBackend
 
 SESSIONS = 10_000
@@ -48,17 +48,18 @@ def _text(rng: random.Random, chars: int = 200) -> str:
 
 
 def build_store(path: Path) -> float:
-    """10,000 sessions × 20 messages of ~200 characters, written with SqliteBackend.save_session."""
+    """10,000 users' conversations × 20 messages of ~200 characters, written with SqliteBackend.save."""
     rng = random.Random(42)
     texts = [_text(rng) for _ in range(500)]  # varied but cheap to produce
     backend = SqliteBackend(path)
     start = time.perf_counter()
     for user_id in range(10_000, 10_000 + SESSIONS):
-        session = Session(user_id, "gpt-5.4-mini", "You are a helpful assistant.", 9, "o200k_base",
+        profile = Profile(user_id, "gpt-5.4-mini", "You are a helpful assistant.", 9, "o200k_base",
                           name=f"User {user_id}")
+        session = Session(profile, Conversation(user_id, Place(user_id, user_id), "o200k_base"))
         for i in range(MESSAGES):
             session.add("user" if i % 2 == 0 else "assistant", rng.choice(texts), 45)
-        backend.save_session(session)
+        backend.save(session, current=True)
     backend.close()
     return time.perf_counter() - start
 
@@ -74,7 +75,7 @@ def probe(path: Path) -> dict[str, float]:
     """In a fresh process: open the store, load every session into a SessionStore."""
     before = _vm_rss_kb()
     start = time.perf_counter()
-    store = SessionStore(SqliteBackend(path), lambda user_id: Session(user_id, "m", "", 0, "o200k_base"))
+    store = SessionStore(SqliteBackend(path), lambda user_id: Profile(user_id, "m", "", 0, "o200k_base"))
     seconds = time.perf_counter() - start
     messages = sum(len(s.messages) for s in store.all())
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux
@@ -99,7 +100,7 @@ def _bot_start(data_dir: Path, log: Path) -> tuple[float, int, int, str]:
 
 
 def _restored(output: str) -> int:
-    match = re.search(r"ready: (\d+) sessions restored", output)
+    match = re.search(r"ready: conversations restored: (\d+)", output)
     return int(match[1]) if match else -1
 
 
@@ -128,9 +129,9 @@ def run(quick: bool = False) -> Report:
             target, ready < TARGET_START and rss < TARGET_RSS_MB),
     ]
     findings = [
-        f"Store: {size_mb:.0f} MB on disk, written in {built:.1f} s by {SESSIONS:,} save_session calls; "
+        f"Store: {size_mb:.0f} MB on disk, written in {built:.1f} s by {SESSIONS:,} `save` calls; "
         f"each probe restored {probes[0]['sessions']:,.0f} sessions / {probes[0]['messages']:,.0f} messages; "
-        f"the bot logged {_restored(starts[0][3]):,} sessions restored.",
+        f"the bot logged {_restored(starts[0][3]):,} conversations restored.",
         f"Same start-up with an empty DATA_DIR: {median([s[0] for s in bare]):.2f} s, VmRSS "
         f"{median([s[1] for s in bare]) / 1024:.0f} MB — the difference is the restore.",
     ]
@@ -139,7 +140,7 @@ def run(quick: bool = False) -> Report:
 
 METHOD = f"""\
 A SQLite store of {SESSIONS:,} sessions × {MESSAGES} messages (~200 characters each, drawn from 500
-pre-made texts) is written through `SqliteBackend.save_session`, one session at a time. (a) A fresh
+pre-made texts) is written through `SqliteBackend.save`, one conversation at a time. (a) A fresh
 `python bench/restore.py --probe` process (which has imported the bot's modules, as the bot has) times
 `SessionStore(SqliteBackend(path), ...)` — it calls `load_sessions()` — and reports
 `resource.getrusage(RUSAGE_SELF).ru_maxrss`. (b) `python bot.py` is spawned with DATA_DIR on that store

@@ -363,3 +363,15 @@ def test_a_failed_preview_costs_nothing(code: int) -> None:
     reply.finish("text")
     assert sender.of("send") == ["text"]
     assert reply.drafts_refused is (code == 400)
+
+
+def test_answers_that_end_free_their_share_of_the_reserve() -> None:
+    sender = FakeSender(limiter=RateLimiter(private_rate=1000, burst=1000, global_rate=30))
+    replies = [LiveReply(sender, chat, 1, reply_to=None, use_drafts=True, interval=0)  # type: ignore[arg-type]
+               for chat in range(1, 71)]
+    assert sender.limiter.reserve() == 70 - 2 * sender.limiter.global_burst
+    for reply in replies[:40]:
+        reply.close()  # e.g. the message was too large: no answer, no finish
+    for reply in replies[40:]:
+        reply.finish("done")
+    assert sender.limiter.reserve() == 0
