@@ -57,7 +57,8 @@ def run_turn(*, session: Session, store: SessionStore, llm: LLMClient, model: Mo
              reply_cap: int, warn_ratio: float, stream: bool, temperature: float | None = None,
              on_delta: Callable[[str], None] | None = None, cancel: threading.Event | None = None,
              images: tuple[str, ...] = (),
-             image_url: Callable[[str], str | None] | None = None, quotas: Quotas | None = None) -> Outcome:
+             image_url: Callable[[str], str | None] | None = None, quotas: Quotas | None = None,
+             on_reasoning: Callable[[str], None] | None = None) -> Outcome:
     """Answer `text` (with `images`, by reference) in `session`; LLM errors propagate with the session
     unchanged. `image_url` makes references into URLs; None sends the history's images as nothing."""
     tokens = sync_encoding(session, model)
@@ -77,7 +78,7 @@ def run_turn(*, session: Session, store: SessionStore, llm: LLMClient, model: Mo
         messages = [*session.request_messages(image_url=history, history=with_history),
                     request_message(new, image_url)]
         request = Request(model, messages, max_tokens=reserve, temperature=temperature, stream=stream)
-        return llm.complete(request, on_delta=on_delta, cancel=cancel)
+        return llm.complete(request, on_delta=on_delta, cancel=cancel, on_reasoning=on_reasoning)
 
     def ask(with_history: bool) -> Completion:
         try:

@@ -204,7 +204,7 @@ def handle_chat(app: App, inc: Incoming, text: str | None = None, images: tuple[
             reply_cap=app.config.max_reply_tokens, warn_ratio=app.config.context_warn_ratio,
             stream=app.config.stream, temperature=preset.temperature if preset else None,
             on_delta=on_delta, cancel=cancel, images=images, image_url=app.media.image_url(model),
-            quotas=app.quotas)
+            quotas=app.quotas, on_reasoning=live.add_reasoning)
     except llm.LLMError as exc:
         log.warning("update %s: model %s failed: %r", inc.update_id, model.id, exc)
         app.alerts.llm_failed(exc, _provider_title(app, model))

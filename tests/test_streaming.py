@@ -284,3 +284,16 @@ def test_where_ephemeral_messages_are_refused_the_reply_is_public(harness: Harne
     assert "Tokens" in h.ask("/t", user=ALICE, chat=GROUP)
     assert "Tokens" in h.ask("/t", user=ALICE, chat=GROUP)
     assert len([c for c in h.tg.calls_of("sendMessage") if c.status == 400]) == 1
+
+
+def test_reasoning_is_shown_while_it_happens_then_replaced_by_the_answer(harness: Harness) -> None:
+    thought = "The user asks about <tea>. I should weigh green against black."
+    harness.llm.script(Reply(reasoning=thought, chunks=["Green ", "tea."], chunk_delay=0.4),
+                       Reply(text="Sure."))
+    assert harness.ask("which tea?") == "Green tea."
+    first = harness.tg.drafts(ALICE)[0]
+    assert first.text.startswith("Thinking…\nThe user asks") and first.can_stop
+    assert harness.tg.drafts(ALICE)[-1].text == "Green tea."
+    assert [m.content for m in harness.session().messages] == ["which tea?", "Green tea."]
+    harness.ask("thanks")
+    assert "weigh" not in str(harness.chat_requests()[-1]["messages"])
