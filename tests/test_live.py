@@ -213,12 +213,15 @@ def test_reasoning_shows_in_the_draft_then_the_answer_replaces_it() -> None:
     assert sender.of("send") == ["The answer is 42."]  # the final message holds no reasoning
 
 
+def think_then_answer(reply: LiveReply, thought: str, answer: str, notes: str = "") -> None:
+    reply.add_reasoning(thought)
+    reply.add(answer)
+    reply.finish(answer, notes)
+
+
 def test_reasoning_in_a_group_is_edited_into_the_answer() -> None:
     sender = FakeSender()
-    reply = live(sender, private=False)
-    reply.add_reasoning("weighing options")
-    reply.add("Yes.")
-    reply.finish("Yes.", "<i>(stopped)</i>")
+    think_then_answer(live(sender, private=False), "weighing options", "Yes.", "<i>(stopped)</i>")
     assert sender.of("send") == ["<i>Thinking…</i>\n<blockquote>weighing options</blockquote>"]
     assert sender.of("edit") == ["Yes.", "Yes.\n\n<i>(stopped)</i>"]
 
@@ -256,10 +259,8 @@ def test_first_preview_then_refreshes() -> None:
 
 def test_rich_answer_with_a_thinking_block() -> None:
     sender = FakeSender()
-    reply = live(sender, rich=True)
-    reply.add_reasoning("hmm <b>")
-    reply.add("| a | b |\n|---|---|\n| <x> | 2 |")
-    reply.finish("| a | b |\n|---|---|\n| <x> | 2 |", "<i>(stopped)</i>")
+    table = "| a | b |\n|---|---|\n| <x> | 2 |"
+    think_then_answer(live(sender, rich=True), "hmm <b>", table, "<i>(stopped)</i>")
     assert sender.of("draft_rich")[0] == "<tg-thinking>hmm &lt;b&gt;</tg-thinking>"
     assert sender.of("send_rich") == ["| a | b |\n|---|---|\n| \\<x> | 2 |\n\n*(stopped)*"]
     assert sender.of("send", "draft") == []

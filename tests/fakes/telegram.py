@@ -547,16 +547,9 @@ class FakeTelegram(ModernFeatures, FakeServer):
             self._cond.wait(remaining)
 
     def _send_message(self, p: Params) -> dict[str, Any]:
-        if p.raw.get("ephemeral_message_parameters") not in (None, ""):
-            return self._send_ephemeral(p)
         chat_id = p.chat_id()
-        raw = p.text("text")
-        mode = self._parse_mode(p)
-        text, entities = self._format(p, raw or "", mode)
-        if not text:
-            raise bad_request("message text is empty")
-        if utf16_len(text) > MAX_TEXT_UTF16:
-            raise bad_request("message is too long")
+        receiver = self._ephemeral_receiver(chat_id, p)  # None: a message everyone sees
+        raw, mode, text, entities = self._checked_text(p, "message is too long")
         markup = self._markup(p)
         reply_to = self._reply_parameters(chat_id, p)
         topic = self._topic_fields(chat_id, p, reply_to)
@@ -568,6 +561,8 @@ class FakeTelegram(ModernFeatures, FakeServer):
             fields["reply_markup"] = markup
         if reply_to is not None:
             fields["reply_to_message"] = reply_to
+        if receiver is not None:
+            return self._store_ephemeral(chat_id, receiver, fields, raw, mode)
         message = self._store(chat_id, self.bot_user(), fields, raw_text=raw, parse_mode=mode)
         self._active_draft.pop(chat_id, None)  # any bot message to the chat removes its draft
         return copy.deepcopy(message.payload)
@@ -576,13 +571,8 @@ class FakeTelegram(ModernFeatures, FakeServer):
         if p.raw.get("rich_message") not in (None, "") and self.rich_methods:
             return self._edit_rich_message(p)  # an older server ignores it and finds no text
         message = self._message_to_edit(p)
-        raw = p.text("text")
-        mode = self._parse_mode(p)
-        text, entities = self._format(p, raw or "", mode)
-        if not text:
-            raise bad_request("message text is empty")
-        if utf16_len(text) > MAX_TEXT_UTF16:
-            raise bad_request("MESSAGE_TOO_LONG")  # editMessageText words it differently from sendMessage
+        # editMessageText words "too long" differently from sendMessage
+        raw, mode, text, entities = self._checked_text(p, "MESSAGE_TOO_LONG")
         markup = self._markup(p)  # no reply_markup removes the inline keyboard, as on Telegram
         payload = message.payload
         same_markup = payload.get("reply_markup") == markup
@@ -676,6 +666,17 @@ class FakeTelegram(ModernFeatures, FakeServer):
 
     def _bot_messages(self, chat_id: int) -> list[StoredMessage]:
         return [m for m in self._messages.get(chat_id, {}).values() if m.from_bot and not m.deleted]
+
+    def _checked_text(self, p: Params, too_long: str) -> tuple[str | None, str | None, str, list[Any]]:
+        """The call's text as (raw, parse mode, visible text, entities), or Telegram's 400 about it."""
+        raw = p.text("text")
+        mode = self._parse_mode(p)
+        text, entities = self._format(p, raw or "", mode)
+        if not text:
+            raise bad_request("message text is empty")
+        if utf16_len(text) > MAX_TEXT_UTF16:
+            raise bad_request(too_long)
+        return raw, mode, text, entities
 
     def _parse_mode(self, p: Params) -> str | None:
         mode = (p.text("parse_mode") or "").lower()

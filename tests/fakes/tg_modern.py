@@ -19,7 +19,6 @@ import copy
 import time
 from typing import Any
 
-from .tg_html import utf16_len
 from .tg_rich import RichContent, parse_rich
 from .tg_wire import (
     NOT_MODIFIED,
@@ -168,8 +167,10 @@ class ModernFeatures:
 
     # -- ephemeral messages --------------------------------------------------------------------------
 
-    def _send_ephemeral(self, p: Params) -> dict[str, Any]:
-        chat_id = p.chat_id()
+    def _ephemeral_receiver(self, chat_id: int, p: Params) -> dict[str, Any] | None:
+        """The user an ephemeral message goes to (None for an ordinary message), or Telegram's 400."""
+        if p.raw.get("ephemeral_message_parameters") in (None, ""):
+            return None
         params = p.json("ephemeral_message_parameters", "ephemeral message parameters")
         receiver = params.get("receiver_user_id") if isinstance(params, dict) else None
         if not isinstance(receiver, int):
@@ -180,30 +181,16 @@ class ModernFeatures:
                      if not m.from_bot and m.payload["from"]["id"] == receiver), None)
         if user is None:  # only a member of the chat can receive one
             raise bad_request("RECEIVER_USER_ID_INVALID")
-        raw = p.text("text")
-        mode = self._parse_mode(p)
-        text, entities = self._format(p, raw or "", mode)
-        if not text:
-            raise bad_request("message text is empty")
-        if utf16_len(text) > MAX_TEXT_UTF16:
-            raise bad_request("message is too long")
-        markup = self._markup(p)
-        reply_to = self._reply_parameters(chat_id, p)
-        topic = self._topic_fields(chat_id, p, reply_to)
-        self._take_rate_token(chat_id)
+        return copy.deepcopy(user)
+
+    def _store_ephemeral(self, chat_id: int, receiver: dict[str, Any], fields: dict[str, Any],
+                         raw: str | None, mode: str | None) -> dict[str, Any]:
         store = self._ephemeral.setdefault(chat_id, {})
         ephemeral_id = max(store, default=0) + 1
         payload: dict[str, Any] = {
-            "message_id": 0, "ephemeral_message_id": ephemeral_id, "receiver_user": copy.deepcopy(user),
-            "from": self.bot_user(), "chat": self._chat(chat_id), "date": int(time.time()), "text": text,
-            **topic,
+            "message_id": 0, "ephemeral_message_id": ephemeral_id, "receiver_user": receiver,
+            "from": self.bot_user(), "chat": self._chat(chat_id), "date": int(time.time()), **fields,
         }  # fmt: skip
-        if entities:
-            payload["entities"] = entities
-        if markup is not None and "inline_keyboard" in markup:
-            payload["reply_markup"] = markup
-        if reply_to is not None:
-            payload["reply_to_message"] = reply_to
         store[ephemeral_id] = StoredMessage(chat_id, ephemeral_id, True, payload, raw, mode)
         return copy.deepcopy(payload)
 
@@ -212,13 +199,7 @@ class ModernFeatures:
         message = self._ephemeral.get(chat_id, {}).get(p.integer("ephemeral_message_id") or 0)
         if message is None or message.payload["receiver_user"]["id"] != p.integer("receiver_user_id"):
             raise bad_request("message to edit not found")
-        raw = p.text("text")
-        mode = self._parse_mode(p)
-        text, entities = self._format(p, raw or "", mode)
-        if not text:
-            raise bad_request("message text is empty")
-        if utf16_len(text) > MAX_TEXT_UTF16:
-            raise bad_request("MESSAGE_TOO_LONG")
+        raw, mode, text, entities = self._checked_text(p, "MESSAGE_TOO_LONG")
         markup = self._markup(p)
         payload = message.payload
         shown = (payload.get("text"), payload.get("entities", []), payload.get("reply_markup"))

@@ -112,7 +112,7 @@ def _walk(tokens: list[Token]) -> list[Token]:
     return out
 
 
-def _columns(tokens: list[Token], i: int) -> int:
+def _columns(tokens: list[Token], i: int) -> int:  # the fake stays independent of the bot's richtext.py
     count = 0
     for tok in tokens[i + 1:]:
         if tok.type == "th_open":
