@@ -62,7 +62,7 @@ def parse_rich(raw: Any, *, draft: bool) -> RichContent:
         raise bad_request("RICH_MESSAGE_BLOCK_COUNT_INVALID")
     if max((t.level for t in tokens), default=0) >= MAX_DEPTH:
         raise bad_request("RICH_MESSAGE_DEPTH_INVALID")
-    if any(_columns(tokens, i) > MAX_COLUMNS for i, t in enumerate(tokens) if t.type == "table_open"):
+    if _widest_row(tokens) > MAX_COLUMNS:
         raise bad_request("RICH_MESSAGE_TABLE_INVALID")
     text = visible_text(source)
     if not text.strip() and "tg-thinking" not in source:
@@ -112,11 +112,13 @@ def _walk(tokens: list[Token]) -> list[Token]:
     return out
 
 
-def _columns(tokens: list[Token], i: int) -> int:  # the fake stays independent of the bot's richtext.py
-    count = 0
-    for tok in tokens[i + 1:]:
-        if tok.type == "th_open":
-            count += 1
-        elif tok.type in ("tr_close", "table_close"):
-            break
-    return count
+def _widest_row(tokens: list[Token]) -> int:
+    """The most cells in any table row of the message."""
+    widest = cells = 0
+    for tok in tokens:
+        if tok.type == "tr_open":
+            cells = 0
+        elif tok.type in ("th_open", "td_open"):
+            cells += 1
+            widest = max(widest, cells)
+    return widest
