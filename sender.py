@@ -171,7 +171,8 @@ class Sender:
                 log.info("ephemeral message refused in chat %s (%s): replying to everyone",
                          chat_id, exc.description)
                 self.stats["ephemeral_fallbacks"] += 1
-                self._no_ephemeral.add(chat_id)
+                if "EPHEMERAL" in exc.description.upper():  # the chat's, not this message's: remember it
+                    self._no_ephemeral.add(chat_id)
         return self._send_part(chat_id, html, reply_to, markup, thread_id, None, preview)
 
     def _send_part(self, chat_id: int, html: str, reply_to: int | None,

@@ -115,3 +115,11 @@ def test_ephemeral_message_edits(tg: FakeTelegram, sender: Sender) -> None:
     [sent] = sender.send_html(GROUP, "pick one", ephemeral_for=42)
     sender.edit_part(GROUP, sent.ephemeral_message_id, "<b>picked</b>", ephemeral_for=42)
     assert tg.ephemeral_messages(GROUP, receiver=42)[0]["text"] == "picked"
+
+
+def test_a_refusal_about_one_receiver_is_not_remembered_for_the_chat(tg: FakeTelegram, sender: Sender) -> None:
+    tg.send_text(42, "/t", chat_id=GROUP)
+    sender.send_html(GROUP, "for a stranger", ephemeral_for=77)  # not a member: Telegram refuses him
+    sender.send_html(GROUP, "for a member", ephemeral_for=42)
+    assert tg.messages(GROUP) == ["for a stranger"]
+    assert [m["text"] for m in tg.ephemeral_messages(GROUP)] == ["for a member"]
