@@ -117,7 +117,7 @@ def test_ephemeral_message_edits(tg: FakeTelegram, sender: Sender) -> None:
     assert tg.ephemeral_messages(GROUP, receiver=42)[0]["text"] == "picked"
 
 
-def test_a_refusal_about_one_receiver_is_not_remembered_for_the_chat(tg: FakeTelegram, sender: Sender) -> None:
+def test_a_refusal_about_one_receiver_is_not_remembered(tg: FakeTelegram, sender: Sender) -> None:
     tg.send_text(42, "/t", chat_id=GROUP)
     sender.send_html(GROUP, "for a stranger", ephemeral_for=77)  # not a member: Telegram refuses him
     sender.send_html(GROUP, "for a member", ephemeral_for=42)
