@@ -146,7 +146,7 @@ def _voice(app: App, inc: Incoming, item: Media, turn: Turn) -> None:
     if (refusal := app.quotas.check(inc.user_id)) is not None:  # a transcription costs too
         app.reply(inc, team.quota_refusal(app, inc, refusal))
         return
-    app.typing.start(inc.chat_id)
+    app.typing.start(inc.chat_id, inc.thread_id)
     try:
         data = _download(app, inc, item)
         if data is None:
@@ -161,7 +161,7 @@ def _voice(app: App, inc: Incoming, item: Media, turn: Turn) -> None:
                                                                            else target.provider)))
             return
     finally:
-        app.typing.stop(inc.chat_id)
+        app.typing.stop(inc.chat_id, inc.thread_id)
     app.quotas.record(inc.user_id, transcript.prompt_tokens, transcript.completion_tokens)
     heard = transcript.text.strip()
     if not heard:
