@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import re
-import time
 from html.parser import HTMLParser
 
 import pytest
@@ -343,7 +342,7 @@ def test_random_markdown_properties(seed: int) -> None:
         assert render(markdown) == split_html(html)
 
 
-def test_large_answer_is_fast() -> None:
+def test_a_100k_answer_splits_into_valid_parts() -> None:
     rng = random.Random(1)
     words = ["the", "model", "answer", "**bold**", "`code`", "_it_", "value."]
     words += ["😀", "a<b", "[l](https://x.y)"]
@@ -352,12 +351,9 @@ def test_large_answer_is_fast() -> None:
         chunks.append(" ".join(rng.choice(words) for _ in range(120)))
         chunks.append("```python\n" + "\n".join(f"x = {i} * 2" for i in range(60)) + "\n```")
     markdown = "\n\n".join(chunks)[:100_000]
-    render(markdown)  # warm-up (markdown-it compiles its rules lazily)
-    started = time.perf_counter()
-    parts = render(markdown)
-    elapsed = time.perf_counter() - started
+    parts = render(markdown)  # how long it takes is a benchmark's business (bench/long_stream.py)
     assert_parts_ok(parts, TELEGRAM_LIMIT)
-    assert elapsed < 0.5, elapsed  # generous for slow CI; typically a few tens of ms
+    assert "".join(parts).count("x = 59 * 2") == markdown.count("x = 59 * 2")
 
 
 def test_markdown_nested_deeper_than_the_parser_goes_keeps_all_its_text() -> None:

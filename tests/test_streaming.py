@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Callable
 
 from render import utf16_len
@@ -103,7 +102,7 @@ def test_two_chats_stream_at_once(harness: Harness) -> None:
     harness.say("second", user=BOB)
     # Both show a draft before either answer is finished: neither waits for the other.
     harness.tg.wait_for(lambda: harness.tg.drafts(ALICE) and harness.tg.drafts(BOB), timeout=5)
-    assert harness.tg.messages(ALICE) == [] or harness.tg.messages(BOB) == []
+    assert harness.tg.messages(ALICE) == [] and harness.tg.messages(BOB) == []  # neither answer is done yet
     harness.tg.wait_messages(ALICE, 1)
     harness.tg.wait_messages(BOB, 1)
 
@@ -119,7 +118,7 @@ def test_messages_from_one_chat_are_answered_in_order(harness: Harness) -> None:
 
 def test_stop_control_cancels_and_keeps_partial_answer(harness: Harness) -> None:
     harness.llm.script(Reply(chunks=words(200), chunk_delay=0.05))
-    update = harness.say("go on forever")
+    harness.say("go on forever")
     harness.tg.wait_for(lambda: len(harness.tg.drafts(ALICE)) >= 2, timeout=5)
     draft_id = harness.tg.drafts(ALICE)[-1].draft_id
     harness.tg.stop_generation(ALICE, draft_id)
@@ -128,7 +127,8 @@ def test_stop_control_cancels_and_keeps_partial_answer(harness: Harness) -> None
     assert len(answer.split()) < 150
     stored = harness.session().messages[-1]
     assert stored.role == "assistant" and stored.content.startswith("word0")
-    assert "(stopped)" not in stored.content and update > 0
+    assert "(stopped)" not in stored.content
+    assert stored.content.split() == [f"word{i}" for i in range(len(stored.content.split()))]  # a true prefix
 
 
 def test_stream_off_sends_one_plain_request(start_bot: Callable[..., Harness]) -> None:
@@ -210,10 +210,9 @@ def test_stop_while_the_model_is_silent_ends_at_once(harness: Harness) -> None:
     harness.llm.script(Reply(chunks=["Let me think. ", "Done thinking."], chunk_delay=20))
     harness.say("hard question")
     harness.tg.wait_for(lambda: harness.tg.drafts(ALICE), timeout=5)
-    pressed = time.monotonic()
     harness.tg.stop_generation(ALICE, harness.tg.drafts(ALICE)[-1].draft_id)
+    # The model's next chunk is 20 s away: an answer within 5 s means the stop did not wait for it.
     [answer] = harness.replies(ALICE, 1, timeout=5)
-    assert time.monotonic() - pressed < 3  # not at the model's next chunk, 20 s later
     assert answer == "Let me think.\n\n(stopped)"
     assert harness.session().messages[-1].content == "Let me think. "
 
