@@ -183,14 +183,14 @@ def handle_chat(app: App, inc: Incoming, text: str | None = None, images: tuple[
         notices.append(app.t(inc, "chat.model_moved", old=html.escape(moved), new=html.escape(session.model)))
     model = app.registry.resolve(session.model)
     preset = app.presets.get(session.preset or "")
-    live = LiveReply(app.sender, inc.chat_id, draft_id=inc.message_id or inc.update_id,
+    key = inc.answer_key
+    live = LiveReply(app.sender, inc.chat_id, draft_id=key[1],
                      reply_to=None if inc.private else inc.message_id,
                      use_drafts=inc.private and inc.chat_id not in app.no_drafts,
                      interval=app.config.draft_interval if inc.private else app.config.group_edit_interval,
                      thread_id=inc.thread_id, rich=settings.rich_for(app.config, session.profile),
                      thinking=app.t(inc, "chat.thinking"))
     cancel = threading.Event()
-    key = (inc.chat_id, live.draft_id)
     app.active[key] = cancel
     app.typing.start(inc.chat_id, inc.thread_id)
 

@@ -60,6 +60,11 @@ class Incoming:
     ephemeral_id: int | None = None  # a button on an ephemeral message: that message's ephemeral id
 
     @property
+    def answer_key(self) -> tuple[int, int]:
+        """(chat, draft id) of the answer to this update: how a stop or a cut finds it."""
+        return self.chat_id, self.message_id or self.update_id
+
+    @property
     def place(self) -> Place:
         """Where this belongs: the conversation it reads and extends."""
         return Place(self.chat_id, self.user_id, self.thread_id)

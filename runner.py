@@ -87,7 +87,7 @@ class Bot:
         self.outage = Outage(urlsplit(config.telegram_api_url).netloc or config.telegram_api_url)
         self.conflict_backoff = CONFLICT_BACKOFF
         self._offset: int | None = None
-        self._cut_chats: set[int] = set()  # chats whose answer the stop cut short
+        self._cut: set[tuple[int, int]] = set()  # answer keys (chat, draft id) the stop cut short
         self.app: commands.App | None = None
 
     def _open_store(self) -> SqliteBackend:
@@ -290,7 +290,7 @@ class Bot:
         finally:
             if self.backend is not None:
                 self.backend.journal_done(item.update_id)
-        if item.chat_id in self._cut_chats and item.kind == "text":
+        if item.answer_key in self._cut:  # text, voice, photo or file alike; only the cut ones
             self._tell_cut(item)
 
     def _tell_cut(self, item: Incoming) -> None:
@@ -325,7 +325,7 @@ class Bot:
         idle = self.dispatcher.wait_idle(grace)
         if not idle and self.app is not None:
             active = list(self.app.active.items())
-            self._cut_chats.update(chat for (chat, _draft), _flag in active)
+            self._cut.update(key for key, _flag in active)
             log.info("cutting %s still in flight", _count(len(active), "answer"))
             for _key, flag in active:
                 flag.set()

@@ -12,9 +12,10 @@ from typing import Any
 from PIL import Image
 
 import chat
+from i18n import load_catalog
 from mediastore import image_size
 from tests import media_samples as samples
-from tests.conftest import ALICE, GROUP, STRANGER, Harness, tiny_bot
+from tests.conftest import ALICE, GROUP, STRANGER, Harness, Reply, tiny_bot
 from tests.fakes.tg_files import MAX_DOWNLOAD
 
 VISION_OFF_MODELS = """
@@ -334,3 +335,13 @@ def test_a_transcription_counts_toward_the_quota_and_none_is_made_past_it(
     refusal = send(h, "voice", blob, mime_type="audio/ogg", duration=4)
     assert refusal[0].startswith("You have used your daily limit of 200 tokens")
     assert len(h.tg.calls_of("getFile")) == downloads and len(h.llm.transcriptions) == 1
+
+
+def test_a_photo_answer_cut_by_the_stop_is_explained_like_a_text_one(harness: Harness) -> None:
+    harness.llm.script(Reply(chunks=[f"part{i} " for i in range(100)], chunk_delay=0.2))
+    harness.tg.send_media(ALICE, "photo", samples.png(), caption="describe this")
+    harness.tg.wait_for(lambda: harness.tg.drafts(ALICE), timeout=10)
+    harness.bot.shutdown(grace=0.2, cut_grace=5)
+    answer, notice = harness.tg.messages(ALICE)
+    assert answer.startswith("part0") and answer.endswith("(stopped)")
+    assert notice == load_catalog().text("en", "chat.restarting")
