@@ -117,6 +117,9 @@ def handle(app: App, inc: Incoming, turn: Turn) -> None:
     if item.file_size is not None and item.file_size > media.TELEGRAM_DOWNLOAD_LIMIT:
         app.reply(inc, app.t(inc, "files.too_big", size=_megabytes(item.file_size)))
         return
+    if (refusal := app.quotas.check(inc.user_id)) is not None:  # before any download or transcription
+        app.reply(inc, team.quota_refusal(app, inc, refusal))
+        return
     if kind is Kind.AUDIO:
         _voice(app, inc, item, turn)
     elif kind is Kind.IMAGE:
@@ -142,9 +145,6 @@ def _voice(app: App, inc: Incoming, item: Media, turn: Turn) -> None:
     target = app.media.transcription
     if target is None:
         app.reply(inc, app.t(inc, "voice.off"))
-        return
-    if (refusal := app.quotas.check(inc.user_id)) is not None:  # a transcription costs too
-        app.reply(inc, team.quota_refusal(app, inc, refusal))
         return
     app.typing.start(inc.chat_id, inc.thread_id)
     try:
@@ -232,7 +232,7 @@ def _document(app: App, inc: Incoming, item: Media, kind: Kind, turn: Turn) -> N
     if not extracted.complete:
         counted = chat.counter(model).count(extracted.text)
         app.reply(inc, app.t(inc, "files.too_large_partial", name=name, model=html.escape(model.id),
-                             approx="" if model.exact_tokens else "≈", tokens=f"{counted:,}",
+                             approx=chat.approx(model), tokens=f"{counted:,}",
                              pages=extracted.pages, window=f"{model.context_window:,}",
                              reserve=f"{reserve:,}"))
         return

@@ -46,6 +46,11 @@ def message_tokens(model: ModelInfo, tokens: Counter, message: Message) -> int:
     return counted + sum(media.image_tokens(*image_size(ref), model.image_tokens) for ref in message.images)
 
 
+def approx(model: ModelInfo) -> str:
+    """"≈" before a count that is an estimate: exact only where tiktoken's encoding is loaded."""
+    return "" if counter(model).exact else "≈"
+
+
 def sync_encoding(session: Session, model: ModelInfo) -> Counter:
     """The model's counter, after recounting the session if its encoding differs."""
     tokens = counter(model)

@@ -614,7 +614,7 @@ def _prompt_label(app: App, inc: Incoming, session: Session, preview_known: bool
 
 
 def _approx(model: ModelInfo) -> str:
-    return "" if chat.counter(model).exact else "≈"  # exact only if tiktoken's encoding is loaded
+    return chat.approx(model)
 
 
 def _clean_arg(text: str, keep_newlines: bool = False) -> str:

@@ -345,3 +345,12 @@ def test_a_photo_answer_cut_by_the_stop_is_explained_like_a_text_one(harness: Ha
     answer, notice = harness.tg.messages(ALICE)
     assert answer.startswith("part0") and answer.endswith("(stopped)")
     assert notice == load_catalog().text("en", "chat.restarting")
+
+
+def test_past_the_quota_a_pdf_is_not_even_downloaded(start_bot: Callable[..., Harness]) -> None:
+    h = start_bot(DAILY_TOKEN_LIMIT="10")
+    h.ask("use up the day")
+    refusal = send(h, "document", samples.pdf("Quarterly report"), file_name="report.pdf",
+                   mime_type="application/pdf")
+    assert refusal[0].startswith("You have used your daily limit of 10 tokens")
+    assert h.tg.calls_of("getFile") == [] and len(h.chat_requests()) == 1
