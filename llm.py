@@ -45,6 +45,7 @@ from provider_errors import (
     translate,
 )
 from reasoning import ThinkSplitter, content_parts, drop_orphan_close
+from render import clean_text
 
 __all__ = [
     "AuthFailed", "BadRequest", "Completion", "ContextTooLong", "ImagesNotSupported", "LLMClient", "LLMError",
@@ -347,7 +348,7 @@ class _Answer:
             self.completion.cached_tokens = _count(cached.get("cached_tokens")) or 0
 
     def _emit(self, kind: str, piece: str) -> None:
-        piece = _clean(piece)
+        piece = clean_text(piece)  # lone surrogates from a broken provider would fail every Telegram call
         if kind == "text":
             self.parts.append(piece)
             if self.on_delta is not None:
@@ -385,15 +386,3 @@ def _has_images(messages: list[dict[str, Any]]) -> bool:
 def _count(value: object) -> int | None:
     return int(value) if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
-
-def _clean(text: str) -> str:
-    # Lone surrogates from a broken provider would make every Telegram call fail.
-    return text.encode("utf-8", "replace").decode("utf-8") if _has_surrogates(text) else text
-
-
-def _has_surrogates(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False

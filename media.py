@@ -18,6 +18,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from pypdf import PdfReader
 from pypdf.errors import PyPdfError
 
+from render import clean_text
+
 log = logging.getLogger(__name__)
 
 TELEGRAM_DOWNLOAD_LIMIT = 20 * 1024 * 1024  # bots may download files of up to 20 MB
@@ -255,8 +257,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
 
 def _clean(text: str) -> str:
     """Text any encoder downstream accepts: no lone surrogates, no stray control characters."""
-    text = text.encode("utf-8", "replace").decode("utf-8")
-    return _CONTROL.sub("", text.replace("\r\n", "\n"))
+    return _CONTROL.sub("", clean_text(text).replace("\r\n", "\n"))
 
 
 def file_message(file_name: str, content: str, question: str) -> str:
