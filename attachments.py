@@ -21,7 +21,7 @@ from config import Config, ConfigError
 from media import Kind, MediaError
 from mediastore import MediaStore
 from models import ModelInfo, Registry
-from router import MEDIA_NAMES, Incoming, Media
+from router import MEDIA_FIELDS, Incoming, Media
 from sender import FileTooBig, TelegramError
 
 if TYPE_CHECKING:
@@ -104,7 +104,7 @@ def handle(app: App, inc: Incoming, turn: Turn) -> None:
     item = inc.media or Media("other")
     kind = media.kind_of(item.field, item.mime_type, item.file_name)
     if kind is Kind.UNSUPPORTED:
-        what = f"media.{item.field}" if item.field in MEDIA_NAMES else "media.other"
+        what = f"media.{item.field}" if item.field in MEDIA_FIELDS else "media.other"
         app.reply(inc, app.t(inc, "errors.unsupported", what=app.t(inc, what)))
         return
     if not item.file_id:  # a file Telegram described without an id: nothing to fetch

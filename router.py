@@ -16,15 +16,12 @@ from render import clean_text
 from sessions import Place
 
 _COMMAND = re.compile(r"^/([A-Za-z0-9_]{1,64})(?:@([A-Za-z0-9_]{1,64}))?(?:\s+|$)(.*)\Z", re.S)
-# Content the bot cannot read yet, by the field Telegram puts it in, named as the user would say it.
-# Anything else without text is a service message (pins, timers...): nothing to answer.
-MEDIA_NAMES = {
-    "sticker": "stickers", "photo": "photos", "voice": "voice messages", "video": "videos",
-    "video_note": "video messages", "audio": "audio files", "document": "documents",
-    "animation": "GIFs", "location": "locations", "contact": "contacts", "poll": "polls", "dice": "dice",
-    "venue": "venues", "game": "games", "story": "stories", "paid_media": "paid media",
-    "checklist": "checklists", "invoice": "invoices", "giveaway": "giveaways",
-}
+# The fields Telegram puts content other than text in (the catalog's [media] table names them for
+# the user). Anything else without text is a service message (pins, timers...): nothing to answer.
+MEDIA_FIELDS = (
+    "sticker", "photo", "voice", "video", "video_note", "audio", "document", "animation", "location",
+    "contact", "poll", "dice", "venue", "game", "story", "paid_media", "checklist", "invoice", "giveaway",
+)
 
 
 @dataclass(frozen=True)
@@ -157,7 +154,7 @@ def _message(update_id: int, message: dict[str, Any], me: BotIdentity, kind: str
                 message_id=message.get("message_id"), language=who[2], thread_id=_thread(message, private))
     mention = re.compile(rf"@{re.escape(me.username)}\b", re.I) if me.username else None
     if not isinstance(text, str):
-        field = next((m for m in MEDIA_NAMES if m in message), None)
+        field = next((m for m in MEDIA_FIELDS if m in message), None)
         caption = clean_text(message["caption"]) if isinstance(message.get("caption"), str) else ""
         if not private and mention is not None and mention.search(caption):
             to_us, caption = True, mention.sub("", caption).strip()
