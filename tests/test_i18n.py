@@ -118,3 +118,10 @@ def test_an_english_speaker_sees_no_russian(start_bot: Callable[..., Harness]) -
         assert not CYRILLIC.search(answer), text
     preset_menu = h.tg.message_objects(screens["/preset"][0])[0]
     assert not any(CYRILLIC.search(title) for title in buttons(preset_menu))
+
+
+def test_every_media_field_has_a_name_for_users() -> None:
+    from router import MEDIA_FIELDS
+
+    texts = load_catalog().texts["en"]
+    assert [f for f in MEDIA_FIELDS if f"media.{f}" not in texts] == []
