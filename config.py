@@ -21,6 +21,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
 
+from context import Strategy
+
 VERSION = "2.0.0"
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -86,6 +88,8 @@ class Config:
     monthly_cost_limit: float = 0.0  # USD per user per month; 0 = no limit
     timezone: str = "UTC"  # where a quota day starts at 00:00
     rich_messages: str = "off"  # rich messages: "off", "on" for everyone, "user" (each user in /settings)
+    context_strategy: Strategy = Strategy.RESET  # what happens at the context window
+    summary_model: str | None = None  # writes the summaries of CONTEXT_STRATEGY=summarize
     # How the sources were merged, for the log once logging is set up: (level, message).
     notices: tuple[tuple[int, str], ...] = field(default=(), compare=False, repr=False)
     # Why .env could not be read, when it could not: a later "X is required" may be because of it.
@@ -137,6 +141,9 @@ def _build(env: Mapping[str, str]) -> Config:
     store = r.text("SESSION_STORE", "sqlite").lower()
     if store not in ("sqlite", "memory"):
         raise ConfigError("SESSION_STORE", f"must be 'sqlite' or 'memory', not {store!r}")
+    strategy = r.text("CONTEXT_STRATEGY", "reset").lower()
+    if strategy not in tuple(Strategy):
+        raise ConfigError("CONTEXT_STRATEGY", f"must be {', '.join(Strategy)}, not {strategy!r}")
     token = r.secret("TELEGRAM_BOT_TOKEN")
     if not token:
         raise ConfigError("TELEGRAM_BOT_TOKEN", "is required (the token from @BotFather)")
@@ -170,6 +177,8 @@ def _build(env: Mapping[str, str]) -> Config:
         monthly_cost_limit=r.number("MONTHLY_COST_LIMIT", 0.0, low=0, high=10**9),
         timezone=r.timezone("TIMEZONE"),
         rich_messages=r.choice("RICH_MESSAGES", "OFF", ("OFF", "ON", "USER")).lower(),
+        context_strategy=Strategy(strategy),
+        summary_model=r.text("SUMMARY_MODEL", "") or None,
     )
 
 

@@ -95,10 +95,14 @@ class Conversation:
     messages: list[Message] = field(default_factory=list)
     title: str = ""
     warned: bool = False
+    trimmed: bool = False  # the user was told that older messages left the context
     created: float = field(default_factory=time.time)
     last_active: float = field(default_factory=time.time)
-    # Bumped whenever history is dropped or recounted, so the store rewrites rather than appends.
+    # Bumped whenever history is replaced or recounted, so the store rewrites rather than appends.
     epoch: int = 0
+    # The stored position of messages[0]: dropping the oldest messages advances it, so the store
+    # deletes those rows instead of rewriting the history.
+    first_seq: int = 0
     _history_tokens: int = field(default=0, repr=False)
 
     def __post_init__(self) -> None:
@@ -122,10 +126,21 @@ class Conversation:
         self.epoch += 1
 
     def drop_first(self, count: int) -> None:
-        """Forget the oldest `count` messages (for trimming)."""
-        dropped = self.messages[:count]
+        """Forget the oldest `count` messages (trimming, or a reset that keeps the conversation)."""
+        self._history_tokens -= sum(self.messages[i].tokens for i in range(count))
         del self.messages[:count]
-        self._history_tokens -= sum(m.tokens for m in dropped)
+        self.first_seq += count
+
+    def replace_first(self, count: int, message: Message) -> None:
+        """Put `message` (a summary) in place of the oldest `count` messages."""
+        self._history_tokens += message.tokens - sum(self.messages[i].tokens for i in range(count))
+        self.messages[:count] = [message]
+        self.epoch += 1
+
+    def truncate(self, length: int) -> None:
+        """Forget every message from index `length` on (a turn asked again)."""
+        self._history_tokens -= sum(m.tokens for m in self.messages[length:])
+        del self.messages[length:]
         self.epoch += 1
 
     def recount(self, encoding: str, count: Callable[[Message], int]) -> None:
@@ -236,16 +251,25 @@ class Session:
             self.profile.system_tokens = count("system", self.profile.system_prompt)
         self.conversation.recount(encoding, count_message or (lambda m: count(m.role, m.content)))
 
-    def request_messages(self, image_url: Callable[[str], str | None] | None = None,
-                         history: bool = True) -> list[dict[str, object]]:
+    def request_messages(self, image_url: Callable[[str], str | None] | None = None, history: bool = True, *,
+                         start: int = 0, end: int | None = None,
+                         note: Message | None = None) -> list[dict[str, object]]:
         """The history (unless `history` is False) in the chat-completions shape, system prompt first.
 
-        A message with images becomes a list of content parts; `image_url` turns an image
-        reference into the URL to send (a data: URL), so this stays free of I/O.
+        `start` and `end` select part of the history (what a trimmed request holds); `note` (a
+        summary of the part left out) goes right after the system prompt. A message with images
+        becomes a list of content parts; `image_url` turns an image reference into the URL to send
+        (a data: URL), so this stays free of I/O.
         """
         head: list[dict[str, object]] = (
             [{"role": "system", "content": self.system_prompt}] if self.system_prompt else [])
-        return head + [request_message(m, image_url) for m in (self.messages if history else ())]
+        if note is not None:
+            head.append(request_message(note, image_url))
+        if not history:
+            return head
+        messages = self.messages
+        stop = len(messages) if end is None else end
+        return head + [request_message(messages[i], image_url) for i in range(start, stop)]
 
 
 def request_message(message: Message, image_url: Callable[[str], str | None] | None) -> dict[str, object]:
@@ -342,6 +366,12 @@ class SessionStore:
                      if c.place.user_id == place.user_id and c.place.chat_id == place.chat_id]
         return sorted(found, key=lambda c: c.last_active, reverse=True)
 
+    def find(self, place: Place, conversation_id: int) -> Conversation | None:
+        """One of the user's conversations in this place's chat, by id (None if not theirs or gone)."""
+        with self._lock:
+            found = self._conversations.get(conversation_id)
+        return found if found is not None and self._belongs(found, place) else None
+
     def is_current(self, conversation: Conversation) -> bool:
         return self._current.get(conversation.place) == conversation.id
 
@@ -418,6 +448,11 @@ class SessionStore:
                 del self._current[target.place]
         self._backend.delete_conversation(conversation_id)
         return True
+
+    def delete_all(self, place: Place) -> int:
+        """Delete every conversation of the user in this place's chat; how many there were."""
+        found = self.conversations(place)
+        return sum(self.delete(place, c.id) for c in found)
 
     def _belongs(self, conversation: Conversation, place: Place) -> bool:
         return conversation.place.user_id == place.user_id and conversation.place.chat_id == place.chat_id

@@ -2,7 +2,8 @@
 
 WAL mode with synchronous=NORMAL survives `kill -9` of the bot (only an OS crash
 could lose the last commits). History is appended, not rewritten: a turn costs
-two row inserts whatever the length of the history. Disk errors are logged
+two row inserts whatever the length of the history, and a trimmed turn one
+delete of the rows it dropped. Disk errors are logged
 loudly and never stop the chat: the bot goes on from memory and rewrites the
 session in full at the next save that succeeds.
 """
@@ -22,7 +23,7 @@ from sessions import Conversation, Message, Place, Profile, Session, Usage
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS profiles (
     user_id INTEGER PRIMARY KEY,
@@ -47,7 +48,8 @@ CREATE TABLE IF NOT EXISTS conversations (
     encoding TEXT NOT NULL,
     warned INTEGER NOT NULL,
     created REAL NOT NULL,
-    last_active REAL NOT NULL
+    last_active REAL NOT NULL,
+    trimmed INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS conversations_by_user ON conversations (user_id, chat_id);
 CREATE TABLE IF NOT EXISTS messages (
@@ -78,11 +80,13 @@ INSERT INTO profiles SELECT user_id, name, model, system_prompt, system_tokens, 
 INSERT INTO conversations SELECT user_id, user_id, user_id, NULL, 1,
     COALESCE((SELECT substr(content, 1, 48) FROM messages_v1 m
               WHERE m.user_id = s.user_id AND role = 'user' ORDER BY seq LIMIT 1), ''),
-    encoding, warned, last_active, last_active FROM sessions_v1 s;
+    encoding, warned, last_active, last_active, 0 FROM sessions_v1 s;
 INSERT INTO messages SELECT user_id, seq, role, content, tokens, NULL FROM messages_v1;
 DROP TABLE messages_v1;
 DROP TABLE sessions_v1;
 """
+# 2.1 layout (schema 2): conversations did not remember that the user was told about trimming.
+MIGRATE_FROM_2 = "ALTER TABLE conversations ADD COLUMN trimmed INTEGER NOT NULL DEFAULT 0;"
 
 
 class Tables(Protocol):
@@ -103,8 +107,9 @@ class SqliteBackend:
         self.path = path
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
         self._lock = threading.Lock()
-        # What each conversation looks like on disk: (epoch, rows saved), to append only the new rows.
-        self._saved: dict[int, tuple[int, int]] = {}
+        # What each conversation looks like on disk: (epoch, first seq, end seq), to append only the
+        # new rows and delete only the dropped ones.
+        self._saved: dict[int, tuple[int, int, int]] = {}
         self._last_error_log: float | None = None
         # Told of every storage failure (the admin alerts listen here); must not raise.
         self.on_failure: Callable[[str], None] | None = None
@@ -120,6 +125,9 @@ class SqliteBackend:
             log.info("migrating %s from the 2.0.0 layout (one session per user)", self.path)
             self._db.executescript(f"BEGIN IMMEDIATE; {MIGRATE_FROM_1} "
                                    f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+        elif version == 2:
+            self._db.executescript(f"BEGIN IMMEDIATE; {MIGRATE_FROM_2} "
+                                   f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
         else:
             self._db.executescript(SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};")
 
@@ -128,11 +136,13 @@ class SqliteBackend:
             profile_rows = self._db.execute("SELECT * FROM profiles").fetchall()
             conversation_rows = self._db.execute("SELECT * FROM conversations").fetchall()
             history: dict[int, list[Message]] = {}
-            for cid, role, content, tokens, images in self._db.execute(
-                    "SELECT conversation_id, role, content, tokens, images FROM messages "
+            first_seq: dict[int, int] = {}
+            for cid, seq, role, content, tokens, images in self._db.execute(
+                    "SELECT conversation_id, seq, role, content, tokens, images FROM messages "
                     "ORDER BY conversation_id, seq"):
                 refs = tuple(json.loads(images)) if images else ()
                 history.setdefault(cid, []).append(Message(role, content, tokens, refs))
+                first_seq.setdefault(cid, seq)
         profiles = [
             Profile(user_id=user_id, name=name, model=model, system_prompt=prompt,
                     system_tokens=prompt_tokens, encoding=encoding, preset=preset, language=language,
@@ -142,29 +152,32 @@ class SqliteBackend:
                  last_active) in profile_rows]
         conversations = []
         for (cid, user_id, chat_id, thread_id, current, title, encoding, warned, created,
-             last_active) in conversation_rows:
-            messages = history.get(cid, [])
+             last_active, trimmed) in conversation_rows:
+            messages, first = history.get(cid, []), first_seq.get(cid, 0)
             conversations.append((Conversation(
                 id=cid, place=Place(chat_id, user_id, thread_id), encoding=encoding, messages=messages,
-                title=title, warned=bool(warned), created=created, last_active=last_active), bool(current)))
-            self._saved[cid] = (0, len(messages))
+                title=title, warned=bool(warned), trimmed=bool(trimmed), created=created,
+                last_active=last_active, first_seq=first), bool(current)))
+            self._saved[cid] = (0, first, first + len(messages))
         return profiles, conversations
 
     def save(self, session: Session, current: bool) -> None:
-        """Write the profile and the conversation: new messages are appended, a dropped history rewritten."""
+        """Write the profile and the conversation: new messages are appended, the oldest ones dropped
+        by trimming deleted, and a history replaced otherwise (cleared, summarised...) rewritten."""
         conversation = session.conversation
-        epoch, saved = self._saved.get(conversation.id, (None, 0))
-        rewrite = epoch != conversation.epoch or saved > len(conversation.messages)
-        start = 0 if rewrite else saved
+        first, end = conversation.first_seq, conversation.first_seq + len(conversation.messages)
+        epoch, saved_first, saved_end = self._saved.get(conversation.id, (None, 0, 0))
+        rewrite = epoch != conversation.epoch or saved_end > end or first < saved_first
+        start = first if rewrite else max(saved_end, first)
         place = conversation.place
         try:
             with self._lock, self._transaction():
                 self._write_profile(session.profile)
                 self._db.execute(
-                    "INSERT OR REPLACE INTO conversations VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    "INSERT OR REPLACE INTO conversations VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                     (conversation.id, place.user_id, place.chat_id, place.thread_id, int(current),
                      conversation.title, conversation.encoding, int(conversation.warned),
-                     conversation.created, conversation.last_active))
+                     conversation.created, conversation.last_active, int(conversation.trimmed)))
                 if current:  # one current conversation per place
                     self._db.execute(
                         "UPDATE conversations SET is_current = 0 WHERE user_id = ? AND chat_id = ? "
@@ -172,12 +185,15 @@ class SqliteBackend:
                         (place.user_id, place.chat_id, place.thread_id, conversation.id))
                 if rewrite:
                     self._db.execute("DELETE FROM messages WHERE conversation_id = ?", (conversation.id,))
+                elif first > saved_first:
+                    self._db.execute("DELETE FROM messages WHERE conversation_id = ? AND seq < ?",
+                                     (conversation.id, first))
                 self._db.executemany(
                     "INSERT OR REPLACE INTO messages VALUES (?,?,?,?,?,?)",
                     [(conversation.id, seq, m.role, m.content, m.tokens,
                       json.dumps(m.images) if m.images else None)
-                     for seq, m in enumerate(conversation.messages[start:], start)])
-            self._saved[conversation.id] = (conversation.epoch, len(conversation.messages))
+                     for seq, m in enumerate(conversation.messages[start - first:], start)])
+            self._saved[conversation.id] = (conversation.epoch, first, end)
         except sqlite3.Error as exc:
             self._saved.pop(conversation.id, None)  # rewrite in full next time
             self._log_error(f"saving conversation {conversation.id} of user {place.user_id}", exc)

@@ -7,7 +7,9 @@ from typing import Any
 import pytest
 
 import chat
-from llm import Completion, ContextTooLong, ProviderDown
+import context
+from context import Policy, Strategy
+from llm import Completion, ContextTooLong, ProviderDown, Request
 from models import ModelInfo
 from sessions import MemoryBackend, Place, Profile, Session, SessionStore
 from tests.fake_model import FakeModel
@@ -111,3 +113,164 @@ def test_deltas_reach_the_caller(store: SavingStore) -> None:
     seen: list[str] = []
     turn(store, model, "stream me", on_delta=seen.append)
     assert seen == ["echo: stream me"]
+
+
+# -- at the context window: trim and summarize -------------------------------------------------------
+
+TRIM = Policy(Strategy.TRIM)
+SUMMARIZE = Policy(Strategy.SUMMARIZE)
+
+
+def exact(store: SavingStore) -> bool:
+    """The running count equals a fresh count of every message: accounting stayed exact."""
+    session = store.get(Place(1, 1))
+    fresh = sum(chat.counter(MODEL).message(m.role, m.content) for m in session.messages)
+    return session.history_tokens == fresh == sum(m.tokens for m in session.messages)
+
+
+def contents(request: Request) -> list[str]:
+    return [str(m["content"]) for m in request.messages]
+
+
+def test_trim_leaves_out_the_oldest_turns_and_says_so_once(store: SavingStore) -> None:
+    model = FakeModel()
+    fill(store, model)
+    before = history(store)
+    assert len(before) == 8  # four turns, and the next one does not fit beside them
+    outcome = turn(store, model, SENTENCE, policy=TRIM)
+    assert contents(model.requests[-1]) == ["Be brief.", *before[2:], SENTENCE]  # one whole turn less
+    assert history(store) == [*before[2:], SENTENCE, f"echo: {SENTENCE}"]
+    assert outcome.trimmed and not outcome.reset and exact(store)
+    again = turn(store, model, SENTENCE, policy=TRIM)
+    assert contents(model.requests[-1])[0] == "Be brief." and not again.trimmed  # told once per conversation
+    assert store.get(Place(1, 1)).conversation.trimmed and exact(store)
+
+
+def test_a_failed_trimmed_request_keeps_the_history(store: SavingStore) -> None:
+    model = FakeModel()
+    fill(store, model)
+    before = history(store)
+    model.answer(ProviderDown("boom"))
+    with pytest.raises(ProviderDown):
+        turn(store, model, SENTENCE, policy=TRIM)
+    assert contents(model.requests[-1]) == ["Be brief.", *before[2:], SENTENCE]
+    assert history(store) == before and not store.get(Place(1, 1)).conversation.trimmed
+
+
+def test_summarize_replaces_the_older_turns_by_a_summary_note(store: SavingStore) -> None:
+    model = FakeModel()
+    fill(store, model)
+    before, requests = history(store), len(model.requests)
+    model.answer(Completion("Alice asked about foxes three times.", prompt_tokens=90, completion_tokens=9),
+                 "main answer")
+    outcome = turn(store, model, SENTENCE, policy=SUMMARIZE)
+    summary, main = model.requests[-2:]
+    assert len(model.requests) == requests + 2
+    # The bot's own request: not streamed, capped, an instruction and the transcript of turns 1-3, of
+    # which the tiny model can read only turns 2 and 3 beside the instruction and the summary.
+    assert not summary.stream and summary.max_tokens == min((350 - main_fixed(store)) // 4, MODEL.max_output)
+    assert contents(summary)[0].startswith("You condense conversations")
+    assert contents(summary)[1] == "\n\n".join(
+        f"{'User' if i % 2 == 0 else 'Assistant'}: {text}" for i, text in enumerate(before[2:6]))
+    # The answer's request: the system prompt, the note, the latest turn verbatim, the new message.
+    note = context.note_text("Alice asked about foxes three times.")
+    assert contents(main) == ["Be brief.", note, *before[6:], SENTENCE]
+    assert model.roles() == ["system", "system", "user", "assistant", "user"]
+    assert history(store) == [note, *before[6:], SENTENCE, "main answer"]
+    assert outcome.summarized and not outcome.trimmed and exact(store)
+    usage = store.get(Place(1, 1)).usage
+    assert usage.requests == 1 and (usage.prompt_tokens, usage.completion_tokens) == (90, 9)  # the summary's
+
+
+def main_fixed(store: SavingStore) -> int:
+    """System prompt + SENTENCE + priming: what a request holds besides the history."""
+    session = store.get(Place(1, 1))
+    return session.system_tokens + chat.counter(MODEL).message("user", SENTENCE) + 3
+
+
+class Summarizing(FakeModel):
+    """Answers summary requests with "Summary <n>." and everything else with an echo."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.summaries: list[Request] = []
+
+    def complete(self, request: Request, on_delta: Any = None, cancel: Any = None, **_: object) -> Completion:
+        if not str(request.messages[0]["content"]).startswith("You condense"):
+            return super().complete(request, on_delta, cancel)
+        self.summaries.append(request)
+        return Completion(f"Summary {len(self.summaries)}.")
+
+
+def test_a_later_summary_folds_in_the_earlier_one(store: SavingStore) -> None:
+    model = Summarizing()
+    fill(store, model)
+    for _ in range(20):  # chat on until the second summary
+        turn(store, model, SENTENCE, policy=SUMMARIZE)
+        if len(model.summaries) == 2:
+            break
+    assert len(model.summaries) == 2
+    assert contents(model.summaries[1])[1].startswith("Earlier summary: Summary 1.\n\nUser: ")
+    messages = store.get(Place(1, 1)).messages
+    assert messages[0].content == context.note_text("Summary 2.")
+    assert sum(context.is_summary(m) for m in messages) == 1 and exact(store)
+
+
+def test_a_failed_summary_falls_back_to_trim_for_that_turn(store: SavingStore,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    model = FakeModel()
+    fill(store, model)
+    before = history(store)
+    model.answer(ProviderDown("summary refused"))
+    outcome = turn(store, model, SENTENCE, policy=SUMMARIZE)
+    assert contents(model.requests[-1]) == ["Be brief.", *before[2:], SENTENCE]
+    assert history(store) == [*before[2:], SENTENCE, f"echo: {SENTENCE}"]
+    assert outcome.trimmed and not outcome.summarized and exact(store)
+    assert "summary of conversation" in caplog.text and "trimming instead" in caplog.text
+
+
+def test_a_summary_too_long_for_the_window_falls_back_to_trim(store: SavingStore) -> None:
+    model = FakeModel()
+    fill(store, model)
+    model.answer(Completion("word " * 400))  # a provider that ignored max_tokens
+    outcome = turn(store, model, SENTENCE, policy=SUMMARIZE)
+    assert outcome.trimmed and not any(context.is_summary(m) for m in store.get(Place(1, 1)).messages)
+
+
+def test_the_summary_model_writes_the_summary(store: SavingStore) -> None:
+    model = FakeModel()
+    fill(store, model)
+    other = ModelInfo("summarizer", "openai", context_window=100_000, max_output=4000, encoding="o200k_base")
+    turn(store, model, SENTENCE, policy=Policy(Strategy.SUMMARIZE, summary_model=other))
+    assert [r.model.id for r in model.requests[-2:]] == ["summarizer", "tiny"]
+
+
+# -- /retry ---------------------------------------------------------------------------------------------
+
+def test_retry_asks_again_without_the_old_answer_and_replaces_it(store: SavingStore) -> None:
+    model = FakeModel()
+    turn(store, model, "one")
+    model.answer("a poor answer")
+    turn(store, model, "two")
+    model.answer("a better answer")
+    outcome = turn(store, model, "", retry=True)
+    assert contents(model.requests[-1]) == ["Be brief.", "one", "echo: one", "two"]
+    assert history(store) == ["one", "echo: one", "two", "a better answer"]
+    assert outcome.completion is not None and not outcome.nothing_to_retry and exact(store)
+
+
+def test_a_failed_or_empty_retry_keeps_the_old_answer(store: SavingStore) -> None:
+    model = FakeModel()
+    turn(store, model, "one")
+    model.answer(ProviderDown("boom"))
+    with pytest.raises(ProviderDown):
+        turn(store, model, "", retry=True)
+    model.answer(" ")
+    assert turn(store, model, "", retry=True).empty
+    assert history(store) == ["one", "echo: one"]
+
+
+def test_nothing_to_retry_asks_nothing(store: SavingStore) -> None:
+    model = FakeModel()
+    outcome = turn(store, model, "", retry=True)
+    assert outcome.nothing_to_retry and model.requests == []
