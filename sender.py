@@ -290,6 +290,18 @@ class Sender:
 
     # -- best effort: never a wait, never an exception -----------------------------------------
 
+    def send_document(self, chat_id: int, filename: str, data: bytes, thread_id: int | None = None, *,
+                      caption_html: str | None = None, reply_to: int | None = None) -> types.Message | None:
+        """Upload `data` as a file called `filename`, with an optional HTML caption (<= 1024 characters).
+
+        The bytes themselves go to the call, not a stream, so a retry after a network fault sends them
+        whole again.
+        """
+        reply = types.ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None
+        return self.call(chat_id, self.bot.send_document, chat_id, data, visible_file_name=filename,
+                         caption=caption_html, parse_mode="HTML" if caption_html else None,
+                         reply_parameters=reply, message_thread_id=thread_id)
+
     def typing(self, chat_id: int, thread_id: int | None = None) -> float:
         """Show "typing…"; returns seconds to hold off (Telegram's retry_after after a 429), else 0."""
         return self._best_effort("sendChatAction", self.bot.send_chat_action, chat_id, "typing",

@@ -16,6 +16,7 @@ import dataclasses
 import itertools
 import json
 import math
+import mimetypes
 import re
 import time
 from collections.abc import Callable
@@ -35,6 +36,7 @@ from .tg_wire import (
     Failure,
     Params,
     QueuedUpdate,
+    SentDocument,
     StoredMessage,
     TelegramError,
     TokenBucket,
@@ -45,6 +47,8 @@ from .tg_wire import (
 )
 
 MAX_TEXT_UTF16 = 4096
+MAX_CAPTION_UTF16 = 1024
+MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # a bot's upload through the Bot API
 # Telegram delivers every update type except these unless allowed_updates asks for them.
 _NOT_DEFAULT_UPDATES = frozenset({"chat_member", "message_reaction", "message_reaction_count"})
 _PATH = re.compile(r"/bot(?P<token>[^/]+)/(?P<method>[A-Za-z0-9_]+)/?")
@@ -91,6 +95,8 @@ class FakeTelegram(ModernFeatures, FakeServer):
         self._drafts: dict[int, list[DraftUpdate]] = {}
         self._active_draft: dict[int, DraftUpdate] = {}
         self._actions: dict[int, list[str]] = {}
+        self._documents: dict[int, list[SentDocument]] = {}
+        self._file_ids = itertools.count(1)
         self._commands: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._open_queries: set[str] = set()
         self.callback_answers: dict[str, dict[str, Any]] = {}
@@ -108,6 +114,7 @@ class FakeTelegram(ModernFeatures, FakeServer):
             "editMessageReplyMarkup": self._edit_message_reply_markup,
             "deleteMessage": self._delete_message,
             "sendMessageDraft": self._send_message_draft,
+            "sendDocument": self._send_document,
             "sendChatAction": self._send_chat_action,
             "setMyCommands": self._set_my_commands,
             "getMyCommands": lambda p: copy.deepcopy(self._commands.get(self._scope_key(p), [])),
@@ -190,6 +197,11 @@ class FakeTelegram(ModernFeatures, FakeServer):
         """The draft the user currently sees (a bot message to the chat removes it)."""
         with self._lock:
             return self._active_draft.get(chat_id)
+
+    def documents(self, chat_id: int) -> list[SentDocument]:
+        """Every file the bot uploaded to the chat with sendDocument, in order."""
+        with self._lock:
+            return list(self._documents.get(chat_id, []))
 
     def chat_actions(self, chat_id: int) -> list[str]:
         with self._lock:
@@ -623,6 +635,54 @@ class FakeTelegram(ModernFeatures, FakeServer):
         self._drafts.setdefault(chat_id, []).append(draft)
         self._active_draft[chat_id] = draft
         return True
+
+    def _send_document(self, p: Params) -> dict[str, Any]:
+        """An uploaded file (multipart/form-data, as pyTelegramBotAPI sends it). A file_id or URL
+        the fake never handed out is refused, as Telegram refuses one it cannot find or fetch."""
+        chat_id = p.chat_id()
+        document = p.raw.get("document")
+        if document in (None, ""):
+            raise bad_request("there is no document in the request")
+        if not isinstance(document, dict):
+            raise bad_request("wrong file identifier/HTTP URL specified")
+        if document["size"] > MAX_UPLOAD_BYTES:
+            raise TelegramError(413, "Request Entity Too Large")
+        if document["size"] == 0:
+            raise bad_request("file must be non-empty")
+        raw_caption = p.text("caption") or ""
+        mode = self._parse_mode(p)
+        if mode == "HTML":
+            try:
+                caption, entities = trim_text(*parse_html(raw_caption, strict=self.strict_html))
+            except HtmlParseError as error:
+                raise bad_request(f"can't parse entities: {error.reason}") from None
+        else:
+            caption, entities = trim_text(raw_caption, [])
+        if utf16_len(caption) > MAX_CAPTION_UTF16:
+            raise bad_request("message caption is too long")
+        markup = self._markup(p)
+        reply_to = self._reply_parameters(chat_id, p)
+        topic = self._topic_fields(chat_id, p, reply_to)
+        self._take_rate_token(chat_id)
+        name = document["filename"] or "document"
+        unique = f"AgAD{next(self._file_ids):06d}"
+        fields: dict[str, Any] = {"document": {
+            "file_id": f"BQAC{unique}", "file_unique_id": unique, "file_name": name,
+            "mime_type": mimetypes.guess_type(name)[0] or "application/octet-stream",
+            "file_size": document["size"]}, **topic}
+        if caption:
+            fields["caption"] = caption
+        if entities:
+            fields["caption_entities"] = entities
+        if markup is not None and "inline_keyboard" in markup:
+            fields["reply_markup"] = markup
+        if reply_to is not None:
+            fields["reply_to_message"] = reply_to
+        message = self._store(chat_id, self.bot_user(), fields, raw_text=raw_caption, parse_mode=mode)
+        self._documents.setdefault(chat_id, []).append(
+            SentDocument(message.message_id, name, document["data"], caption, topic.get("message_thread_id")))
+        self._active_draft.pop(chat_id, None)
+        return copy.deepcopy(message.payload)
 
     def _send_chat_action(self, p: Params) -> bool:
         chat_id = p.chat_id()

@@ -87,6 +87,17 @@ class StoredMessage:
 
 
 @dataclass
+class SentDocument:
+    """A file the bot uploaded with sendDocument, as received."""
+
+    message_id: int
+    filename: str
+    data: bytes
+    caption: str  # visible text after entity parsing
+    thread_id: int | None = None
+
+
+@dataclass
 class QueuedUpdate:
     update: dict[str, Any]
     delivered: bool = False
@@ -212,6 +223,7 @@ def parse_body(body: bytes, content_type: str) -> dict[str, Any]:
             name = part.get_param("name", header="content-disposition")
             data = part.get_payload(decode=True) or b""
             filename = part.get_filename()
-            params[str(name)] = {"filename": filename, "size": len(data)} if filename else data.decode()
+            upload = {"filename": filename, "size": len(data), "data": data, "type": part.get_content_type()}
+            params[str(name)] = upload if filename else data.decode()
         return params
     return {k: v[-1] for k, v in parse_qs(body.decode(), keep_blank_values=True).items()}
