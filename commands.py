@@ -22,6 +22,8 @@ from telebot import types
 
 import attachments
 import chat
+import context
+import conversations
 import llm
 import settings
 import team
@@ -44,7 +46,8 @@ Handler = Callable[["App", Incoming], None]
 MAX_SYSTEM_PROMPT = 20_000
 MAX_LISTED_SESSIONS = 30  # /sessions for an admin: the most recent, so the answer stays one message
 # In groups these answer the asking user alone (ephemeral messages), and the menu says so.
-EPHEMERAL_COMMANDS = frozenset({"t", "info", "model", "system", "preset", "settings", "sessions", "usage"})
+EPHEMERAL_COMMANDS = frozenset({"t", "info", "history", "model", "system", "preset", "settings", "sessions",
+                                "usage"})
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,14 @@ class App:
         """The catalog's text for `key` in the user's language."""
         return self.catalog.text(self.lang(inc), key, **values)
 
+    def edit(self, inc: Incoming, text_html: str, markup: types.InlineKeyboardMarkup | None = None) -> None:
+        """Show `text_html` (and `markup`) in place of the message whose button was pressed."""
+        if inc.ephemeral_id is not None:  # a button on a message only this user sees
+            self.sender.edit_part(inc.chat_id, inc.ephemeral_id, text_html, markup=markup,
+                                  ephemeral_for=inc.user_id)
+        elif inc.message_id is not None:
+            self.sender.edit_part(inc.chat_id, inc.message_id, text_html, markup=markup)
+
     def reply(self, inc: Incoming, text_html: str, markup: types.InlineKeyboardMarkup | None = None) -> None:
         # In groups, answer as a reply so it is clear whom the bot is talking to; personal commands
         # are answered to the asking user alone where Telegram allows it. Always in the same topic.
@@ -107,7 +118,11 @@ def register_handlers(app: App) -> None:
         ("help", cmd_help),
         ("info", cmd_info),
         ("t", cmd_tokens),
-        ("clear", cmd_clear),
+        ("new", conversations.cmd_new),
+        ("clear", conversations.cmd_new),  # a fresh start, as /clear always was; the old one is kept
+        ("history", conversations.cmd_history),
+        ("retry", cmd_retry),
+        ("export", conversations.cmd_export),
         ("model", cmd_model),
         ("system", cmd_system),
         ("preset", cmd_preset),
@@ -167,17 +182,21 @@ def refuse(app: App, inc: Incoming) -> None:
 # -- chat -------------------------------------------------------------------------------------------
 
 def handle_chat(app: App, inc: Incoming, text: str | None = None, images: tuple[str, ...] = (),
-                file_name: str | None = None) -> None:
+                file_name: str | None = None, retry: bool = False) -> None:
     """Any text that is not a command: one turn with the model, streamed into the chat. An attachment
-    comes here as what it became: a transcript, a caption with `images`, a file's text (`file_name`)."""
-    text = (inc.text if text is None else text).strip()
-    if not _clean_arg(text):  # nothing visible: only spaces, marks and invisible characters
+    comes here as what it became: a transcript, a caption with `images`, a file's text (`file_name`).
+    With `retry` (/retry), the conversation's latest user message is asked again instead."""
+    text = "" if retry else (inc.text if text is None else text).strip()
+    if not retry and not _clean_arg(text):  # nothing visible: only spaces, marks and invisible characters
         app.reply(inc, app.t(inc, "errors.empty_text"))
         return
     if (refusal := app.quotas.check(inc.user_id)) is not None:
         app.reply(inc, team.quota_refusal(app, inc, refusal))
         return
     session = app.session(inc)
+    if retry and context.last_user_index(session.messages) is None:
+        app.reply(inc, app.t(inc, "retry.nothing"))
+        return
     notices = []
     if (moved := _ensure_model(app, session)) is not None:
         notices.append(app.t(inc, "chat.model_moved", old=html.escape(moved), new=html.escape(session.model)))
@@ -204,7 +223,7 @@ def handle_chat(app: App, inc: Incoming, text: str | None = None, images: tuple[
             reply_cap=app.config.max_reply_tokens, warn_ratio=app.config.context_warn_ratio,
             stream=app.config.stream, temperature=preset.temperature if preset else None,
             on_delta=on_delta, cancel=cancel, images=images, image_url=app.media.image_url(model),
-            quotas=app.quotas, on_reasoning=live.add_reasoning)
+            quotas=app.quotas, on_reasoning=live.add_reasoning, policy=_policy(app), retry=retry)
     except llm.LLMError as exc:
         log.warning("update %s: model %s failed: %r", inc.update_id, model.id, exc)
         app.alerts.llm_failed(exc, _provider_title(app, model))
@@ -222,14 +241,27 @@ def handle_chat(app: App, inc: Incoming, text: str | None = None, images: tuple[
     if outcome.too_large:
         app.reply(inc, _too_large(app, inc, model, outcome.message_tokens, file_name))
         return
-    if outcome.reset:
-        notices.append(app.t(inc, "chat.reset"))
+    for happened, key in ((outcome.reset, "chat.reset"), (outcome.trimmed, "chat.trimmed"),
+                          (outcome.summarized, "chat.summarized")):
+        if happened:
+            notices.append(app.t(inc, key))
     if outcome.images_left_out:
         app.media.text_only.add(model.id)
         notices.append(app.t(inc, "images.left_out", model=html.escape(model.id)))
     assert outcome.completion is not None
     # Notes go after the answer: parts sent while it streamed stay as they are.
     live.finish(outcome.completion.text, "\n\n".join([*_after_answer(app, inc, outcome, session), *notices]))
+
+
+def cmd_retry(app: App, inc: Incoming) -> None:
+    """Ask again for the latest user message; the new answer replaces the old one."""
+    handle_chat(app, inc, retry=True)
+
+
+def _policy(app: App) -> context.Policy:
+    """What happens at the context window, and which model writes summaries."""
+    summary = app.config.summary_model
+    return context.Policy(app.config.context_strategy, app.registry.resolve(summary) if summary else None)
 
 
 def _too_large(app: App, inc: Incoming, model: ModelInfo, tokens: int, file_name: str | None) -> str:
@@ -259,7 +291,8 @@ def _after_answer(app: App, inc: Incoming, outcome: chat.Outcome, session: Sessi
     if outcome.warn:
         used = session.prompt_tokens()
         notes.append(app.t(inc, "chat.warn", approx=_approx(model), used=f"{used:,}",
-                           window=f"{model.context_window:,}", share=f"{used / model.context_window:.0%}"))
+                           window=f"{model.context_window:,}", share=f"{used / model.context_window:.0%}",
+                           what=app.t(inc, f"context.{app.config.context_strategy}")))
     return notes
 
 
@@ -359,19 +392,12 @@ def cmd_tokens(app: App, inc: Incoming) -> None:
         app.t(inc, "tokens.conversation", approx=approx, used=f"{used:,}", count=len(session.messages)),
         app.t(inc, "tokens.window", window=f"{window:,}", share=f"{used / window:.1%}"),
         app.t(inc, "tokens.reserve", reserve=f"{model.reply_reserve(app.config.max_reply_tokens):,}"),
+        app.t(inc, "tokens.strategy", name=app.config.context_strategy,
+              what=app.t(inc, f"context.{app.config.context_strategy}")),
         app.t(inc, "tokens.spent", requests=usage.requests, prompt=f"{usage.prompt_tokens:,}",
               completion=f"{usage.completion_tokens:,}", total=f"{usage.total:,}"),
         *([cost] if cost else []),
     ]))
-
-
-def cmd_clear(app: App, inc: Incoming) -> None:
-    """Forget the conversation; the model and system prompt stay."""
-    session = app.session(inc)
-    dropped = len(session.messages)
-    session.clear()
-    app.store.save(session)
-    app.reply(inc, app.t(inc, "clear.done", count=dropped))
 
 
 def cmd_model(app: App, inc: Incoming) -> None:
@@ -406,7 +432,9 @@ def _switch_model(app: App, inc: Incoming, session: Session, model: ModelInfo) -
     session.model = model.id
     chat.sync_encoding(session, model)
     key = "model.switched"
-    if session.prompt_tokens() > model.context_window - model.reply_reserve(app.config.max_reply_tokens):
+    # Only a reset drops the history here: trimming and summarising take care of it at the next turn.
+    over = session.prompt_tokens() > model.context_window - model.reply_reserve(app.config.max_reply_tokens)
+    if over and app.config.context_strategy is context.Strategy.RESET:
         session.clear()
         key = "model.switched_reset"
     app.store.save(session)
@@ -518,10 +546,14 @@ def cmd_unknown(app: App, inc: Incoming) -> None:
 # -- buttons ----------------------------------------------------------------------------------------
 
 def handle_callback(app: App, inc: Incoming) -> None:
-    """Every inline button lands here: `model:<key>`, `preset:<name>`, `lang:<code>`, `settings:…`."""
+    """Every inline button lands here: `model:<key>`, `preset:<name>`, `lang:<code>`, `settings:…` and
+    /history's."""
     kind, _, value = inc.text.partition(":")
     if kind == "access":
         team.on_access_button(app, inc, value)
+        return
+    if kind == conversations.BUTTON:
+        conversations.on_button(app, inc, value)
         return
     session = app.session(inc)
     markup: types.InlineKeyboardMarkup | None
@@ -539,11 +571,7 @@ def handle_callback(app: App, inc: Incoming) -> None:
         app.sender.answer_callback(inc.callback_id, app.t(inc, "errors.button_expired"))
         return
     app.sender.answer_callback(inc.callback_id, app.t(inc, "buttons.done"))
-    if inc.ephemeral_id is not None:  # a button on a message only this user sees
-        app.sender.edit_part(inc.chat_id, inc.ephemeral_id, confirmation, markup=markup,
-                             ephemeral_for=inc.user_id)
-    elif inc.message_id is not None:
-        app.sender.edit_part(inc.chat_id, inc.message_id, confirmation, markup=markup)
+    app.edit(inc, confirmation, markup)
 
 
 def _model_keyboard(app: App, current: str) -> types.InlineKeyboardMarkup:

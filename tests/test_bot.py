@@ -59,18 +59,20 @@ def test_admin_is_always_allowed(harness: Harness) -> None:
 
 def test_commands_registered_in_menu(harness: Harness) -> None:
     menu = harness.tg.commands
-    assert [c["command"] for c in menu] == ["start", "help", "info", "t", "clear", "model", "system",
-                                            "preset", "sessions", "lang", "usage", "settings"]
+    assert [c["command"] for c in menu] == ["start", "help", "info", "t", "new", "clear", "history", "retry",
+                                            "export", "model", "system", "preset", "sessions", "lang",
+                                            "usage", "settings"]
     # not the admins' /limit, /allow, /deny. In groups these answer the asking user alone, so
     # Telegram's menu marks them:
     assert [c["command"] for c in menu if c.get("is_ephemeral")] == [
-        "info", "t", "model", "system", "preset", "sessions", "usage", "settings"]
+        "info", "t", "history", "model", "system", "preset", "sessions", "usage", "settings"]
 
 
 def test_start_and_help_list_commands(harness: Harness) -> None:
     assert "/clear" in harness.ask("/start") and "gpt-5.4-mini" in harness.tg.messages(ALICE)[-1]
     help_text = harness.ask("/help")
-    for name in ("/info", "/t", "/clear", "/model", "/system", "/sessions", "/preset"):
+    for name in ("/info", "/t", "/new", "/clear", "/history", "/retry", "/export", "/model", "/system",
+                 "/sessions", "/preset"):
         assert name in help_text
 
 
@@ -99,7 +101,7 @@ def test_clear_keeps_model_and_prompt(harness: Harness) -> None:
     harness.ask("/model gpt-5.4")
     harness.ask("/system Talk like a pirate.")
     harness.ask("hello")
-    assert "messages cleared: 2" in harness.ask("/clear")
+    assert "previous one (2 messages) is kept" in harness.ask("/clear")
     session = harness.session()
     assert session.messages == [] and session.model == "gpt-5.4"
     assert session.system_prompt == "Talk like a pirate."
