@@ -126,7 +126,7 @@ class SqliteBackend:
             self._db.executescript(f"BEGIN IMMEDIATE; {MIGRATE_FROM_1} "
                                    f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
         elif version == 2:
-            self._db.executescript(f"BEGIN IMMEDIATE; {MIGRATE_FROM_2} "
+            self._db.executescript(f"BEGIN IMMEDIATE; {MIGRATE_FROM_2} {SCHEMA} "
                                    f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
         else:
             self._db.executescript(SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};")

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import storage
-from sessions import Conversation, Place, Profile, Session, Usage
+from sessions import Conversation, Message, Place, Profile, Session, Usage
 from storage import SqliteBackend
 from tests.conftest import break_connection, repair_connection
 
@@ -175,6 +175,83 @@ def test_only_one_current_conversation_per_place(backend: SqliteBackend, db_path
     backend.delete_conversation(1)
     assert query(db_path, "SELECT id FROM conversations") == [(2,)]
     assert query(db_path, "SELECT COUNT(*) FROM messages WHERE conversation_id = 1") == [(0,)]
+
+
+def tamper(path: Path, user_id: int, seq: int) -> None:
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE messages SET content = 'tampered' WHERE conversation_id = ? AND seq = ?",
+                   (user_id, seq))
+
+
+def test_trimming_deletes_the_dropped_rows_and_rewrites_nothing(backend: SqliteBackend,
+                                                                db_path: Path) -> None:
+    session = make_session(1, turns=3)
+    save(backend, session)
+    tamper(db_path, 1, 4)  # a kept row: it survives only if the save does not rewrite
+    session.conversation.drop_first(2)
+    add_turn(session, 3)
+    session.conversation.trimmed = True
+    save(backend, session)
+    assert query(db_path, "SELECT seq FROM messages WHERE conversation_id = 1 ORDER BY seq") == [
+        (2,), (3,), (4,), (5,), (6,), (7,)]
+    assert contents(db_path, 1)[2] == "tampered"
+    loaded = reload(db_path)[1].conversation
+    assert (loaded.first_seq, loaded.trimmed, loaded.history_tokens) == (2, True, session.history_tokens)
+    assert [m.content for m in loaded.messages][3:] == [m.content for m in session.messages][3:]
+
+
+def test_a_trimmed_conversation_goes_on_appending_after_a_restart(backend: SqliteBackend,
+                                                                 db_path: Path) -> None:
+    session = make_session(1, turns=2)
+    session.conversation.drop_first(2)
+    save(backend, session)
+    fresh = SqliteBackend(db_path)
+    try:
+        [profile], [(conversation, _)] = fresh.load()
+        again = Session(profile, conversation)
+        again.conversation.drop_first(2)
+        add_turn(again, 5)
+        save(fresh, again)
+    finally:
+        fresh.close()
+    assert query(db_path, "SELECT seq FROM messages ORDER BY seq") == [(4,), (5,)]
+    assert [m.content for m in reload(db_path)[1].messages] == [m.content for m in again.messages]
+
+
+def test_a_summary_or_a_retried_turn_rewrites_the_history(backend: SqliteBackend, db_path: Path) -> None:
+    session = make_session(1, turns=3)
+    save(backend, session)
+    session.conversation.replace_first(4, Message("system", "[Summary] two turns", 9))
+    save(backend, session)
+    assert contents(db_path, 1) == ["[Summary] two turns", *[m.content for m in session.messages[1:]]]
+    session.conversation.truncate(1)
+    session.add("user", "question 2 — «ünïcode» 👋", 12)
+    session.add("assistant", "a better answer", 5)
+    save(backend, session)
+    assert contents(db_path, 1) == [m.content for m in session.messages]
+    assert reload(db_path)[1].history_tokens == 9 + 12 + 5
+
+
+V2_CONVERSATIONS = """
+CREATE TABLE conversations (id INTEGER PRIMARY KEY, user_id INTEGER NOT NULL, chat_id INTEGER NOT NULL,
+    thread_id INTEGER, is_current INTEGER NOT NULL, title TEXT NOT NULL, encoding TEXT NOT NULL,
+    warned INTEGER NOT NULL, created REAL NOT NULL, last_active REAL NOT NULL);
+INSERT INTO conversations VALUES (3, 100, 100, NULL, 1, 'hello', 'o200k_base', 0, 1.0, 2.0);
+PRAGMA user_version = 2;
+"""
+
+
+def test_a_schema_2_database_learns_which_conversations_were_trimmed(db_path: Path) -> None:
+    db_path.parent.mkdir(parents=True)
+    with sqlite3.connect(db_path) as db:
+        db.executescript(V2_CONVERSATIONS)
+    backend = SqliteBackend(db_path)
+    try:
+        _, [(conversation, current)] = backend.load()
+    finally:
+        backend.close()
+    assert (conversation.id, conversation.title, conversation.trimmed, current) == (3, "hello", False, True)
+    assert query(db_path, "PRAGMA user_version") == [(storage.SCHEMA_VERSION,)]
 
 
 V1_SCHEMA = """
