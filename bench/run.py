@@ -61,7 +61,8 @@ def _safely(name: str, bench: Bench, quick: bool) -> Report:
 def run_all(quick: bool) -> list[Report]:
     """Every figure, in the table's order. Figure 6 (a child process, idle) runs alongside figure 4."""
     done: dict[str, Report] = {}
-    done["3"] = _safely("Figure 3: token accounting", accounting.run, quick)  # pure CPU: first, alone
+    # Pure CPU: first, alone.
+    done["3"] = _safely("Figure 3: token accounting per strategy", accounting.run, quick)
     done["5"] = _safely("Figure 5: restore", restore.run, quick)
     done["1"] = _safely("Figure 1: burst", burst.run, quick)
     done["2"] = _safely("Figure 2: first text", first_token.run, quick)
