@@ -12,7 +12,6 @@ does I/O; the `SessionStore` hands sessions out and writes them through to a bac
 
 from __future__ import annotations
 
-import enum
 import itertools
 import logging
 import threading
@@ -153,12 +152,6 @@ class Conversation:
         self.epoch += 1
 
 
-class Fit(enum.Enum):
-    OK = "ok"
-    RESET = "reset"  # fits only without the history
-    TOO_LARGE = "too_large"  # does not fit even alone
-
-
 @dataclass
 class Session:
     """A conversation with its user's profile: what one turn reads and changes."""
@@ -213,15 +206,6 @@ class Session:
     def prompt_tokens(self, extra: int = 0) -> int:
         """Tokens of the next request: system prompt, history, `extra`, reply priming."""
         return self.profile.system_tokens + self.conversation.history_tokens + extra + REPLY_PRIMING
-
-    def fit(self, message_tokens: int, window: int, reserve: int) -> Fit:
-        """Whether a new message of `message_tokens` fits before the reply reserve."""
-        budget = window - reserve
-        if self.prompt_tokens(message_tokens) <= budget:
-            return Fit.OK
-        if self.profile.system_tokens + message_tokens + REPLY_PRIMING <= budget:
-            return Fit.RESET
-        return Fit.TOO_LARGE
 
     def crosses_warning(self, window: int, ratio: float) -> bool:
         """True once per conversation, the first time the prompt reaches `ratio` of the window."""

@@ -34,6 +34,16 @@ def test_a_message_too_large_alone_has_no_plan() -> None:
         assert context.plan(strategy, HISTORY, 8, 120, fixed=151, budget=150) is None
 
 
+@pytest.mark.parametrize(("fixed", "action"), [
+    (30, Action.KEEP),  # 30 + 120 == 150, exactly the budget
+    (31, Action.RESET),  # one over with the history
+    (150, Action.RESET),  # fits exactly without the history
+])
+def test_fit_boundaries_at_the_budget(fixed: int, action: Action) -> None:
+    plan = context.plan(Strategy.RESET, HISTORY, 8, 120, fixed=fixed, budget=150)
+    assert plan is not None and plan.action is action
+
+
 def test_reset_leaves_out_the_whole_history() -> None:
     assert context.plan(Strategy.RESET, HISTORY, 8, 120, fixed=31, budget=150) == Plan(Action.RESET, 8, 120)
 

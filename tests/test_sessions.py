@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sessions import Conversation, Fit, Message, Place, Profile, Session, SessionStore, Usage
+from sessions import Conversation, Message, Place, Profile, Session, SessionStore, Usage
 from tokens import REPLY_PRIMING
 
 SYSTEM_TOKENS = 10
@@ -73,18 +73,6 @@ def test_history_tokens_computed_from_initial_messages() -> None:
     messages = [Message("user", "a", 4), Message("assistant", "b", 6)]
     conversation = Conversation(1, private(1), "o200k_base", messages=messages)
     assert Session(make_profile(), conversation).history_tokens == 10
-
-
-@pytest.mark.parametrize(("message_tokens", "expected"), [
-    (1, Fit.OK),
-    (27, Fit.OK),  # 10 + 40 + 27 + 3 == 80, exactly the budget
-    (28, Fit.RESET),  # one over with history; 10 + 28 + 3 fits alone
-    (67, Fit.RESET),  # 10 + 67 + 3 == 80: fits exactly without history
-    (68, Fit.TOO_LARGE),
-])
-def test_fit_boundaries_at_the_budget(message_tokens: int, expected: Fit) -> None:
-    session = make_session(1, 20, 20)  # budget = window 100 - reserve 20 = 80
-    assert session.fit(message_tokens, window=100, reserve=20) is expected
 
 
 def test_crosses_warning_fires_once_and_again_after_clear() -> None:
