@@ -84,6 +84,7 @@ def test_info_shows_version_model_and_session(harness: Harness) -> None:
     assert "Messages: 2" in info
     assert f"Tokens: {harness.session().prompt_tokens():,} of 400,000" in info
     assert "translator" in info and "/sessions" in info
+    assert all(f"/{name}:" in info for name in ("new", "history", "retry", "export"))
 
 
 def test_tokens_command_reports_counts_and_api_usage(harness: Harness) -> None:
