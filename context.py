@@ -168,7 +168,7 @@ def apply(conversation: Conversation, plan: Plan, note: Message | None = None) -
     """Make the history what the request held (called once the answer has arrived)."""
     if plan.action is Action.RESET:
         conversation.drop_first(plan.keep_from)
-        conversation.warned = False  # a fresh start: the heads-up may come again
+        conversation.warned = conversation.trimmed = False  # a fresh start: its notices may come again
     elif plan.action is Action.TRIM:
         conversation.drop_first(plan.keep_from)
     elif plan.action is Action.SUMMARIZE and note is not None:

@@ -121,7 +121,7 @@ class Conversation:
     def clear(self) -> None:
         self.messages.clear()
         self._history_tokens = 0
-        self.warned = False
+        self.warned = self.trimmed = False
         self.epoch += 1
 
     def drop_first(self, count: int) -> None:

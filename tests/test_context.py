@@ -136,9 +136,9 @@ def test_apply_summary_puts_the_note_in_place_of_the_older_part() -> None:
 
 def test_apply_reset_empties_the_history_and_rearms_the_warning() -> None:
     talk = conversation(HISTORY)
-    talk.warned = True
+    talk.warned = talk.trimmed = True
     context.apply(talk, Plan(Action.RESET, 8, 120))
-    assert (talk.messages, talk.history_tokens, talk.warned) == ([], 0, False)
+    assert (talk.messages, talk.history_tokens, talk.warned, talk.trimmed) == ([], 0, False, False)
 
 
 def test_apply_keep_and_a_failed_summary_change_nothing() -> None:

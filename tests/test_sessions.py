@@ -103,12 +103,12 @@ def test_clear_drops_history_bumps_epoch_and_keeps_the_rest() -> None:
 
 def test_set_system_prompt_replaces_prompt_and_clears() -> None:
     session = make_session(1, 5, 7)
-    session.conversation.warned = True
+    session.conversation.warned = session.conversation.trimmed = True
     session.set_system_prompt("Translate.", 3, preset="translator")
     assert (session.system_prompt, session.system_tokens, session.preset) == ("Translate.", 3, "translator")
     conversation = session.conversation
     assert (session.messages, session.history_tokens) == ([], 0)
-    assert (conversation.warned, conversation.epoch) == (False, 1)
+    assert (conversation.warned, conversation.trimmed, conversation.epoch) == (False, False, 1)
 
 
 def length_counter(role: str, content: str) -> int:
