@@ -63,17 +63,20 @@ def test_a_turn_asks_with_the_history_and_keeps_both_messages(store: SavingStore
     assert session.profile.encoding == session.conversation.encoding == "o200k_base"  # recounted once
 
 
-def test_a_reset_is_applied_only_when_the_answer_arrives(store: SavingStore) -> None:
+@pytest.mark.parametrize("strategy", [Strategy.RESET, Strategy.TRIM])
+def test_the_history_changes_only_when_the_answer_arrives(store: SavingStore, strategy: Strategy) -> None:
     model = FakeModel()
     fill(store, model)
     before = history(store)
+    held = [] if strategy is Strategy.RESET else before[2:]  # trim: one whole turn less
     model.answer(ProviderDown("boom"))
     with pytest.raises(ProviderDown):
-        turn(store, model, SENTENCE)
-    assert model.roles() == ["system", "user"]  # the request went without the history...
+        turn(store, model, SENTENCE, policy=Policy(strategy))
+    assert contents(model.requests[-1]) == ["Be brief.", *held, SENTENCE]  # the request went without...
     assert history(store) == before  # ...but the history stays until an answer replaces it
-    outcome = turn(store, model, SENTENCE)
-    assert outcome.reset and history(store) == [SENTENCE, f"echo: {SENTENCE}"]
+    outcome = turn(store, model, SENTENCE, policy=Policy(strategy))
+    assert history(store) == [*held, SENTENCE, f"echo: {SENTENCE}"]
+    assert (outcome.reset, outcome.trimmed) == (strategy is Strategy.RESET, strategy is Strategy.TRIM)
 
 
 def test_provider_overflow_retries_once_without_history(store: SavingStore) -> None:
@@ -144,17 +147,6 @@ def test_trim_leaves_out_the_oldest_turns_and_says_so_once(store: SavingStore) -
     again = turn(store, model, SENTENCE, policy=TRIM)
     assert contents(model.requests[-1])[0] == "Be brief." and not again.trimmed  # told once per conversation
     assert store.get(Place(1, 1)).conversation.trimmed and exact(store)
-
-
-def test_a_failed_trimmed_request_keeps_the_history(store: SavingStore) -> None:
-    model = FakeModel()
-    fill(store, model)
-    before = history(store)
-    model.answer(ProviderDown("boom"))
-    with pytest.raises(ProviderDown):
-        turn(store, model, SENTENCE, policy=TRIM)
-    assert contents(model.requests[-1]) == ["Be brief.", *before[2:], SENTENCE]
-    assert history(store) == before and not store.get(Place(1, 1)).conversation.trimmed
 
 
 def test_summarize_replaces_the_older_turns_by_a_summary_note(store: SavingStore) -> None:

@@ -3,6 +3,7 @@ migration), journal and meta."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 from collections.abc import Iterator
@@ -241,15 +242,22 @@ PRAGMA user_version = 2;
 """
 
 
-def test_a_schema_2_database_learns_which_conversations_were_trimmed(db_path: Path) -> None:
+@contextlib.contextmanager
+def opened_after(db_path: Path, script: str) -> Iterator[SqliteBackend]:
+    """A backend on a database an older version left (made by `script`)."""
     db_path.parent.mkdir(parents=True)
     with sqlite3.connect(db_path) as db:
-        db.executescript(V2_CONVERSATIONS)
+        db.executescript(script)
     backend = SqliteBackend(db_path)
     try:
-        _, [(conversation, current)] = backend.load()
+        yield backend
     finally:
         backend.close()
+
+
+def test_a_schema_2_database_learns_which_conversations_were_trimmed(db_path: Path) -> None:
+    with opened_after(db_path, V2_CONVERSATIONS) as backend:
+        _, [(conversation, current)] = backend.load()
     assert (conversation.id, conversation.title, conversation.trimmed, current) == (3, "hello", False, True)
     assert query(db_path, "PRAGMA user_version") == [(storage.SCHEMA_VERSION,)]
 
@@ -272,16 +280,10 @@ INSERT INTO meta VALUES ('offset', '78');
 
 
 def test_a_2_0_0_database_migrates_to_the_users_private_chat(db_path: Path) -> None:
-    db_path.parent.mkdir(parents=True)
-    with sqlite3.connect(db_path) as db:
-        db.executescript(V1_SCHEMA)
-    backend = SqliteBackend(db_path)
-    try:
+    with opened_after(db_path, V1_SCHEMA) as backend:
         [profile], [(conversation, current)] = backend.load()
         assert backend.get_meta("offset") == "78"
         assert [u["update_id"] for u in backend.journal_replay()] == [77]
-    finally:
-        backend.close()
     assert (profile.user_id, profile.name, profile.model, profile.system_prompt, profile.preset) == (
         100, "Alice", "gpt-5.4", "Be brief.", "coder")
     assert profile.usage == Usage(50, 9, 3) and profile.system_tokens == 7
