@@ -120,7 +120,7 @@ def test_a_failed_summary_trims_that_turn(start_bot: Callable[..., Harness], tmp
                                          caplog: pytest.LogCaptureFixture) -> None:
     h = strategy_bot(start_bot, tmp_path, "summarize")
     before = fill(h)
-    h.llm.script(Reply.server_error(), Reply.server_error())  # the summary request, and the SDK's retry
+    h.llm.script(Reply.server_error())  # the summary request
     answer = h.ask(NEXT)
     assert answer.startswith("echo: One more question.") and "its oldest messages are left out" in answer
     assert request_contents(h.chat_requests()[-1]) == ["Be brief.", *before[2:], NEXT.strip()]
