@@ -216,7 +216,9 @@ def test_images_no_conversation_references_are_swept(harness: Harness) -> None:
     app = harness.bot.app
     assert app is not None
     assert app.media.store.collect(app.store.image_refs(), grace=0) == 0 and path.exists()
-    harness.ask("/clear")
+    harness.ask("/clear")  # a new conversation: the old one, and its picture, are kept for /history
+    assert app.media.store.collect(app.store.image_refs(), grace=0) == 0 and path.exists()
+    harness.ask("/history clear")
     assert app.media.store.collect(app.store.image_refs(), grace=0) == 1 and not path.exists()
 
 
