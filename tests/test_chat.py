@@ -11,6 +11,7 @@ import context
 from context import Policy, Strategy
 from llm import Completion, ContextTooLong, ProviderDown, Request
 from models import ModelInfo
+from quotas import Quotas
 from sessions import MemoryBackend, Place, Profile, Session, SessionStore
 from tests.fake_model import FakeModel
 
@@ -266,3 +267,15 @@ def test_nothing_to_retry_asks_nothing(store: SavingStore) -> None:
     model = FakeModel()
     outcome = turn(store, model, "", retry=True)
     assert outcome.nothing_to_retry and model.requests == []
+
+
+def test_the_summary_counts_toward_the_users_quota(store: SavingStore) -> None:
+    model = FakeModel()
+    fill(store, model)
+    quotas = Quotas(None, daily_tokens=0, monthly_cost=0.0, timezone="UTC", exempt=lambda user: False)
+    model.answer(Completion("Summary.", prompt_tokens=200, completion_tokens=5),
+                 Completion("answer", prompt_tokens=150, completion_tokens=2))
+    outcome = turn(store, model, SENTENCE, policy=SUMMARIZE, quotas=quotas)
+    assert outcome.summarized
+    today = quotas.today(1)
+    assert (today.prompt_tokens, today.completion_tokens, today.requests) == (350, 7, 2)
