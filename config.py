@@ -9,6 +9,7 @@ credentials). Nothing else in the bot reads `os.environ`.
 from __future__ import annotations
 
 import difflib
+import enum
 import io
 import logging
 import math
@@ -21,8 +22,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
 
-from context import Strategy
-
 VERSION = "2.0.0"
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -30,6 +29,15 @@ DEFAULT_SYSTEM_PROMPT = (
     "You may use Markdown: bold, italic, inline code, code blocks, links and lists."
 )
 _PROVIDER_VAR = re.compile(r"^[A-Z][A-Z0-9_]*_(API_KEY|BASE_URL)$")
+
+
+class Strategy(enum.StrEnum):
+    """What happens when a conversation reaches the model's context window (CONTEXT_STRATEGY; the
+    strategies themselves are context.py's)."""
+
+    RESET = "reset"
+    TRIM = "trim"
+    SUMMARIZE = "summarize"
 
 
 class ConfigError(Exception):

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from config import Strategy
 from sessions import Conversation, Message
 from tokens import REPLY_PRIMING
 
@@ -43,12 +44,6 @@ SUMMARY_INSTRUCTION = (
     "language of the conversation, as short plain sentences or bullet points, in at most {words} "
     "words. Output only the summary.")
 _LABELS = {"user": "User", "assistant": "Assistant"}
-
-
-class Strategy(enum.StrEnum):
-    RESET = "reset"
-    TRIM = "trim"
-    SUMMARIZE = "summarize"
 
 
 class Action(enum.Enum):

@@ -193,6 +193,14 @@ def test_session_store_choice(tmp_path: Path) -> None:
     assert error.variable == "SESSION_STORE"
 
 
+def test_context_strategy_and_summary_model(tmp_path: Path) -> None:
+    assert load(tmp_path).context_strategy == "reset" and load(tmp_path).summary_model is None
+    config = load(tmp_path, CONTEXT_STRATEGY=" Summarize ", SUMMARY_MODEL="gpt-5.4-mini")
+    assert (config.context_strategy, config.summary_model) == ("summarize", "gpt-5.4-mini")
+    error = load_error(tmp_path, CONTEXT_STRATEGY="forget")
+    assert error.variable == "CONTEXT_STRATEGY" and "reset, trim, summarize" in str(error)
+
+
 def test_log_level_choice(tmp_path: Path) -> None:
     assert load(tmp_path, LOG_LEVEL="debug").log_level == "DEBUG"
     assert load_error(tmp_path, LOG_LEVEL="loud").variable == "LOG_LEVEL"
