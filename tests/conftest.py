@@ -22,6 +22,7 @@ if _CACHE.is_dir() and "TIKTOKEN_CACHE_DIR" not in os.environ:
 
 from bot import Bot  # noqa: E402
 from config import load_config  # noqa: E402
+from sender import RateLimiter  # noqa: E402
 from sessions import Place, Session  # noqa: E402
 from storage import SqliteBackend  # noqa: E402
 from tests.fakes.openai import FakeOpenAI, Reply  # noqa: E402
@@ -131,6 +132,13 @@ def start_bot(tg: FakeTelegram, llm: FakeOpenAI, tmp_path: Path) -> Iterator[Cal
         bot.shutdown(grace=3)
 
 
+def unthrottled(h: Harness) -> Harness:
+    """Flood control off on both sides, for tests about where messages go (not how fast)."""
+    h.tg.rate_limit = False
+    h.bot.sender.limiter = RateLimiter(private_rate=100, group_rate=100, burst=100, global_rate=1000)
+    return h
+
+
 class FailingConnection:
     """Wraps the backend's connection; statements starting with `fail_on` raise a disk error."""
 
@@ -177,4 +185,4 @@ def harness(start_bot: Callable[..., Harness]) -> Harness:
 
 
 __all__ = ["ADMIN", "ALICE", "BOB", "GROUP", "STRANGER", "Harness", "Reply", "bot_env",
-           "break_connection", "buttons", "repair_connection", "tiny_bot"]
+           "break_connection", "buttons", "repair_connection", "tiny_bot", "unthrottled"]

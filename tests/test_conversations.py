@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import context
-from tests.conftest import ALICE, Harness, Reply, tiny_bot
+from tests.conftest import ALICE, GROUP, Harness, Reply, tiny_bot, unthrottled
 from tests.fakes.openai import echo
 from tokens import counter_for
 
@@ -47,8 +47,8 @@ def fill(h: Harness) -> list[str]:
 
 
 def strategy_bot(start_bot: Callable[..., Harness], tmp_path: Path, strategy: str) -> Harness:
-    # Answers arrive whole (no drafts): fewer calls under the fake's per-chat rate limit, same turns.
-    return tiny_bot(start_bot, tmp_path, SYSTEM_PROMPT="Be brief.", CONTEXT_STRATEGY=strategy, STREAM="false")
+    return unthrottled(tiny_bot(start_bot, tmp_path, SYSTEM_PROMPT="Be brief.", CONTEXT_STRATEGY=strategy,
+                                STREAM="false"))
 
 
 def restarted(h: Harness, start_bot: Callable[..., Harness], tmp_path: Path, strategy: str) -> Harness:
@@ -57,7 +57,8 @@ def restarted(h: Harness, start_bot: Callable[..., Harness], tmp_path: Path, str
 
 
 def plain_bot(start_bot: Callable[..., Harness]) -> Harness:
-    return start_bot(STREAM="false")
+    """Answers arrive whole, flood control off: these tests are about what is sent, not how fast."""
+    return unthrottled(start_bot(STREAM="false"))
 
 
 def db_rows(h: Harness, sql: str, *args: object) -> list[tuple[Any, ...]]:
@@ -203,7 +204,8 @@ def test_new_history_resume_and_delete_across_a_restart(start_bot: Callable[...,
     assert contents(plain_bot(start_bot)) == []
 
 
-def test_a_deleted_conversations_button_says_it_is_gone(harness: Harness) -> None:
+def test_a_deleted_conversations_button_says_it_is_gone(start_bot: Callable[..., Harness]) -> None:
+    harness = plain_bot(start_bot)
     harness.ask("first")
     harness.ask("/new")
     harness.ask("second")
@@ -216,6 +218,30 @@ def test_a_deleted_conversations_button_says_it_is_gone(harness: Harness) -> Non
     [answer] = [a for q, a in harness.tg.callback_answers.items() if q not in answered]
     assert answer["text"] == "That conversation no longer exists."
     assert harness.session().messages == []
+
+
+def test_history_in_a_group_is_shown_to_the_asking_user_alone(start_bot: Callable[..., Harness]) -> None:
+    h = plain_bot(start_bot)
+    h.ask("@test_bot group alpha", chat=GROUP)
+    h.ask("/new", chat=GROUP)
+    h.ask("@test_bot group beta", chat=GROUP)
+    h.ask("in private")  # another chat: not listed in the group
+    public = len(h.tg.messages(GROUP))
+    h.say("/history", chat=GROUP)
+    h.tg.wait_for(lambda: len(h.tg.ephemeral_messages(GROUP, receiver=ALICE)) == 1, timeout=10)
+    h.idle()
+    [listing] = h.tg.ephemeral_messages(GROUP, receiver=ALICE)
+    assert [row[0][0].split(" · ")[0] for row in rows(listing)] == ["✅ group beta", "group alpha"]
+    h.tg.press_ephemeral_button(ALICE, GROUP, listing["ephemeral_message_id"], rows(listing)[1][0][1])
+    h.tg.wait_for(lambda: h.tg.ephemeral_messages(GROUP)[0]["edit_count"] == 1, timeout=10)
+    h.idle()
+    assert "Continuing group alpha" in h.tg.ephemeral_messages(GROUP)[0]["text"]
+    assert len(h.tg.messages(GROUP)) == public  # nobody else saw any of it
+    assert contents_in(h, GROUP) == ["group alpha", "echo: group alpha"]
+
+
+def contents_in(h: Harness, chat: int) -> list[str]:
+    return [m.content for m in h.session(chat=chat).messages]
 
 
 # -- private-chat topics ----------------------------------------------------------------------------
@@ -253,6 +279,18 @@ def test_private_topics_are_separate_conversations(start_bot: Callable[..., Harn
     assert contents(h, thread=20) == [] and contents(h) == []
     ask_in(h, 20, "kiwis")
     assert request_contents(h.chat_requests()[-1])[1:] == ["kiwis"]
+    # /history in a topic, and its button, act on that topic: pears come back into topic 20.
+    listing = history_message(h, thread=20)
+    assert listing["payload"]["message_thread_id"] == 20
+    pears = next(data for row in rows(listing) for text, data in row if text.startswith("pears"))
+    assert "Continuing pears" in press(h, listing, pears)["text"]
+    ask_in(h, 20, "more pears")
+    assert request_contents(h.chat_requests()[-1])[1:] == ["pears", "echo: pears", "more pears"]
+    assert contents(h, thread=10)[0] == "apples"
+    # Every answer went to the topic it answers.
+    topics = {m["text"]: m["payload"].get("message_thread_id") for m in h.tg.message_objects(ALICE)}
+    assert topics["echo: apples"] == topics["apples, again"] == 10
+    assert topics["echo: pears"] == topics["echo: kiwis"] == topics["echo: more pears"] == 20
 
 
 # -- /retry -----------------------------------------------------------------------------------------

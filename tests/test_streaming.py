@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from render import utf16_len
 from sender import RateLimiter, Sender, TelegramError
-from tests.conftest import ALICE, BOB, GROUP, Harness, Reply, buttons
+from tests.conftest import ALICE, BOB, GROUP, Harness, Reply, buttons, unthrottled
 
 
 def words(n: int) -> list[str]:
@@ -230,13 +230,6 @@ def test_error_event_inside_a_stream(harness: Harness) -> None:
 # -- forum topics and private replies to commands in groups ---------------------------------------
 
 FORUM = -100900
-
-
-def unthrottled(h: Harness) -> Harness:
-    """Flood control off on both sides, for tests about where messages go (not how fast)."""
-    h.tg.rate_limit = False
-    h.bot.sender.limiter = RateLimiter(private_rate=100, group_rate=100, burst=100, global_rate=1000)
-    return h
 
 
 def test_a_long_answer_in_a_forum_topic_stays_in_the_topic(harness: Harness) -> None:
