@@ -134,21 +134,27 @@ class Turn:
         return messages
 
     def record(self, plan: context.Plan, note: Message | None, answer: str, outcome: Outcome,
-               warn_ratio: float) -> None:
-        """Make the history what the request held, plus the question and its answer (if any)."""
+               warn_ratio: float) -> bool:
+        """Make the history what the request held, plus the question and its answer; False when
+        there is no answer (stopped before the first word, cut at shutdown, empty)."""
         session, conversation = self.session, self.session.conversation
-        if self.retry and answer.strip():
+        if not answer.strip():
+            # The history stays as it was: nothing replaces what a reset or a trim would drop. A
+            # summary is kept, though: it was paid for, and it keeps what it replaces.
+            outcome.empty = True
+            if note is not None:
+                context.apply(conversation, plan, note)
+            return False
+        if self.retry:
             conversation.truncate(self.end)  # the old answer goes; the question comes back below
         context.apply(conversation, plan, note)
         if plan.action is Action.TRIM and not conversation.trimmed:
             conversation.trimmed = outcome.trimmed = True
-        if not answer.strip():
-            outcome.empty = True  # the history change stands: the model was asked that way
-            return
         pending = self.pending
         session.add(pending.role, pending.content, pending.tokens, pending.images)
         session.add("assistant", answer, self.tokens.message("assistant", answer))
         outcome.warn = session.crosses_warning(outcome.model.context_window, warn_ratio)
+        return True
 
 
 @functools.lru_cache(maxsize=16)
@@ -215,11 +221,14 @@ def run_turn(*, session: Session, store: SessionStore, llm: LLMClient, model: Mo
             store.save_profile(session.profile)  # the summary's usage stands
         raise
     outcome.completion = completion
-    outcome.reset = plan.action is Action.RESET
     outcome.summarized = note is not None
     if _record_usage(session, quotas, model, completion):
         _compare(model, turn.request_tokens(plan, note), completion.prompt_tokens)
-    turn.record(plan, note, completion.text, outcome, warn_ratio)
+    elif quotas is not None:  # no usage reported (some servers, a stop before the last chunk): ours
+        quotas.record(session.user_id, turn.request_tokens(plan, note), turn.tokens.count(completion.text),
+                      model)
+    answered = turn.record(plan, note, completion.text, outcome, warn_ratio)
+    outcome.reset = answered and plan.action is Action.RESET
     store.save(session)
     return outcome
 
@@ -246,7 +255,9 @@ def _summarize(turn: Turn, llm: LLMClient, summarizer: ModelInfo, plan: context.
         log.warning("summary of conversation %s by %s failed (%r); trimming instead for this turn",
                     session.conversation.id, summarizer.id, exc)
         return plan.trimmed(), None
-    _record_usage(session, quotas, summarizer, completion)
+    if not _record_usage(session, quotas, summarizer, completion) and quotas is not None:
+        quotas.record(session.user_id, source_tokens + instruction_tokens, turn.tokens.count(completion.text),
+                      summarizer)  # no usage reported: our count
     note = turn.note(completion.text)
     if not completion.text.strip() or turn.request_tokens(plan, note) > turn.budget:
         log.warning("summary of conversation %s by %s came back %s; trimming instead for this turn",

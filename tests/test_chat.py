@@ -279,3 +279,25 @@ def test_the_summary_counts_toward_the_users_quota(store: SavingStore) -> None:
     assert outcome.summarized
     today = quotas.today(1)
     assert (today.prompt_tokens, today.completion_tokens, today.requests) == (350, 7, 2)
+
+
+@pytest.mark.parametrize("answer", [Completion("", cancelled=True), Completion("", finish_reason="length"),
+                                    Completion("   ")])
+def test_a_reset_turn_without_an_answer_keeps_the_history(store: SavingStore, answer: Completion) -> None:
+    model = FakeModel()
+    fill(store, model)
+    before = history(store)
+    model.answer(answer)  # stopped before the first word, a reasoning model's empty cut, nothing
+    outcome = turn(store, model, SENTENCE)
+    assert model.roles() == ["system", "user"]  # asked without the history...
+    assert history(store) == before and not outcome.reset  # ...which stays, and no "started anew" notice
+
+
+def test_a_turn_without_reported_usage_still_counts_toward_the_quota(store: SavingStore) -> None:
+    quotas = Quotas(None, daily_tokens=1000, monthly_cost=0.0, timezone="UTC", exempt=lambda user: False)
+    model = FakeModel()
+    model.answer(Completion("an answer the server sent no usage for"))
+    turn(store, model, "hello", quotas=quotas)
+    today = quotas.today(1)
+    assert today.tokens >= 10 and today.requests == 1  # our own count, where the provider gave none
+    assert store.get(Place(1, 1)).usage.requests == 0  # /t's "as the API reported" stays the API's
