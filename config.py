@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
 
-VERSION = "2.0.0"
+VERSION = "3.0.0"
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful assistant in a Telegram chat. Answer clearly and concisely. "

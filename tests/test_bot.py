@@ -79,7 +79,7 @@ def test_start_and_help_list_commands(harness: Harness) -> None:
 def test_info_shows_version_model_and_session(harness: Harness) -> None:
     harness.ask("hello")
     info = harness.ask("/info")
-    assert "2.0.0" in info
+    assert "3.0.0" in info
     assert "Model: gpt-5.4-mini" in info
     assert "Messages: 2" in info
     assert f"Tokens: {harness.session().prompt_tokens():,} of 400,000" in info
