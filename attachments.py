@@ -25,7 +25,7 @@ from router import MEDIA_FIELDS, Incoming, Media
 from sender import FileTooBig, TelegramError
 
 if TYPE_CHECKING:
-    from commands import App
+    from app import App
 
 log = logging.getLogger(__name__)
 

@@ -2,8 +2,9 @@
 
 Handlers are plain functions taking the `App` and the `Incoming`; `register_handlers`
 builds the command table that the router dispatches on and that `setMyCommands` shows
-in Telegram's menu. Every user-facing sentence comes from the message catalog
-(`locales/*.toml`) in the user's language, through `App.t`.
+in Telegram's menu. A chat turn is turns.py's; the features of their own (conversations,
+attachments, team, settings) are their modules'. Every user-facing sentence comes from the
+message catalog (`locales/*.toml`) in the user's language, through `App.t`.
 """
 
 from __future__ import annotations
@@ -12,11 +13,7 @@ import difflib
 import html
 import logging
 import re
-import threading
 import time
-import unicodedata
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from telebot import types
 
@@ -24,91 +21,21 @@ import attachments
 import chat
 import context
 import conversations
-import llm
 import settings
 import team
-from access import Access
-from alerts import Alerts, Notifier
-from config import VERSION, Config
-from i18n import Catalog
-from llm import LLMClient
-from models import ModelInfo, Registry, UnknownModel
+import turns
+from app import App, Command, clean_arg
+from config import VERSION
+from models import ModelInfo, UnknownModel
 from presets import Preset
-from quotas import Quotas
-from router import BotIdentity, Incoming, StopGeneration
-from sender import Sender, TelegramError
-from sessions import Session, SessionStore
-from streaming import LiveReply, TypingTicker
+from router import Incoming, StopGeneration
+from sender import TelegramError
+from sessions import Session
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[["App", Incoming], None]
 MAX_SYSTEM_PROMPT = 20_000
 MAX_LISTED_SESSIONS = 30  # /sessions for an admin: the most recent, so the answer stays one message
-# In groups these answer the asking user alone (ephemeral messages), and the menu says so.
-EPHEMERAL_COMMANDS = frozenset({"t", "info", "history", "model", "system", "preset", "settings", "sessions",
-                                "usage"})
-
-
-@dataclass(frozen=True)
-class Command:
-    name: str  # its description is the catalog's `commands.<name>`
-    handler: Handler
-    admin: bool = False  # for admins only: not in the menu, in /help only for admins
-
-
-@dataclass
-class App:
-    """Everything a handler may use; built once in `bot.main()`."""
-
-    config: Config
-    registry: Registry
-    presets: dict[str, Preset]
-    store: SessionStore
-    llm: LLMClient
-    sender: Sender
-    typing: TypingTicker
-    me: BotIdentity
-    catalog: Catalog
-    access: Access
-    quotas: Quotas
-    notifier: Notifier
-    alerts: Alerts
-    media: attachments.MediaSupport = field(default_factory=attachments.MediaSupport)
-    commands: dict[str, Command] = field(default_factory=dict)
-    # (chat id, draft id) -> the cancel flag of the answer being generated there.
-    active: dict[tuple[int, int], threading.Event] = field(default_factory=dict)
-    no_drafts: set[int] = field(default_factory=set)
-    started: float = field(default_factory=time.time)
-    discovery_wait: float = 5.0  # seconds a message waits for the providers' model lists after a start
-
-    def session(self, inc: Incoming) -> Session:
-        """The conversation of the place the update came from, with the user's settings."""
-        return self.store.get(inc.place, inc.user_name)
-
-    def lang(self, inc: Incoming) -> str:
-        profile = self.store.find_profile(inc.user_id)
-        return self.catalog.language(profile.language if profile else None, inc.language)
-
-    def t(self, inc: Incoming, key: str, /, **values: object) -> str:
-        """The catalog's text for `key` in the user's language."""
-        return self.catalog.text(self.lang(inc), key, **values)
-
-    def edit(self, inc: Incoming, text_html: str, markup: types.InlineKeyboardMarkup | None = None) -> None:
-        """Show `text_html` (and `markup`) in place of the message whose button was pressed."""
-        if inc.ephemeral_id is not None:  # a button on a message only this user sees
-            self.sender.edit_part(inc.chat_id, inc.ephemeral_id, text_html, markup=markup,
-                                  ephemeral_for=inc.user_id)
-        elif inc.message_id is not None:
-            self.sender.edit_part(inc.chat_id, inc.message_id, text_html, markup=markup)
-
-    def reply(self, inc: Incoming, text_html: str, markup: types.InlineKeyboardMarkup | None = None) -> None:
-        # In groups, answer as a reply so it is clear whom the bot is talking to; personal commands
-        # are answered to the asking user alone where Telegram allows it. Always in the same topic.
-        private = not inc.private and inc.command in EPHEMERAL_COMMANDS
-        self.sender.send_html(inc.chat_id, text_html, reply_to=None if inc.private else inc.message_id,
-                              markup=markup, thread_id=inc.thread_id,
-                              ephemeral_for=inc.user_id if private else None)
 
 
 def register_handlers(app: App) -> None:
@@ -121,7 +48,7 @@ def register_handlers(app: App) -> None:
         ("new", conversations.cmd_new),
         ("clear", conversations.cmd_new),  # a fresh start, as /clear always was; the old one is kept
         ("history", conversations.cmd_history),
-        ("retry", cmd_retry),
+        ("retry", turns.cmd_retry),
         ("export", conversations.cmd_export),
         ("model", cmd_model),
         ("system", cmd_system),
@@ -149,11 +76,11 @@ def handle(app: App, inc: Incoming) -> None:
         elif inc.kind == "callback":
             handle_callback(app, inc)
         elif inc.kind == "text":
-            handle_chat(app, inc)
+            turns.handle_chat(app, inc)
         elif inc.kind == "edited":
             app.reply(inc, app.t(inc, "errors.edited"))
         else:
-            attachments.handle(app, inc, handle_chat)
+            attachments.handle(app, inc, turns.handle_chat)
     except TelegramError as exc:
         log.error("update %s: Telegram refused the reply: %s", inc.update_id, exc.description)
     except Exception:
@@ -177,159 +104,6 @@ def refuse(app: App, inc: Incoming) -> None:
         return
     app.reply(inc, app.t(inc, "errors.not_allowed", user_id=inc.user_id))
     team.on_stranger(app, inc)
-
-
-# -- chat -------------------------------------------------------------------------------------------
-
-def handle_chat(app: App, inc: Incoming, text: str | None = None, images: tuple[str, ...] = (),
-                file_name: str | None = None, retry: bool = False) -> None:
-    """Any text that is not a command: one turn with the model, streamed into the chat. An attachment
-    comes here as what it became: a transcript, a caption with `images`, a file's text (`file_name`).
-    With `retry` (/retry), the conversation's latest user message is asked again instead."""
-    text = "" if retry else (inc.text if text is None else text).strip()
-    if not retry and not _clean_arg(text):  # nothing visible: only spaces, marks and invisible characters
-        app.reply(inc, app.t(inc, "errors.empty_text"))
-        return
-    if (refusal := app.quotas.check(inc.user_id)) is not None:
-        app.reply(inc, team.quota_refusal(app, inc, refusal))
-        return
-    session = app.session(inc)
-    if retry and context.last_user_index(session.messages) is None:
-        app.reply(inc, app.t(inc, "retry.nothing"))
-        return
-    notices = []
-    if (moved := _ensure_model(app, session)) is not None:
-        notices.append(app.t(inc, "chat.model_moved", old=html.escape(moved), new=html.escape(session.model)))
-    model = app.registry.resolve(session.model)
-    preset = app.presets.get(session.preset or "")
-    key = inc.answer_key
-    live = LiveReply(app.sender, inc.chat_id, draft_id=key[1],
-                     reply_to=None if inc.private else inc.message_id,
-                     use_drafts=inc.private and inc.chat_id not in app.no_drafts,
-                     interval=app.config.draft_interval if inc.private else app.config.group_edit_interval,
-                     thread_id=inc.thread_id, rich=settings.rich_for(app.config, session.profile),
-                     thinking=app.t(inc, "chat.thinking"))
-    cancel = threading.Event()
-    app.active[key] = cancel
-    app.typing.start(inc.chat_id, inc.thread_id)
-
-    def on_delta(piece: str) -> None:
-        app.typing.stop(inc.chat_id, inc.thread_id)
-        live.add(piece)
-
-    try:
-        outcome = chat.run_turn(
-            session=session, store=app.store, llm=app.llm, model=model, text=text,
-            reply_cap=app.config.max_reply_tokens, warn_ratio=app.config.context_warn_ratio,
-            stream=app.config.stream, temperature=preset.temperature if preset else None,
-            on_delta=on_delta, cancel=cancel, images=images, image_url=app.media.image_url(model),
-            quotas=app.quotas, on_reasoning=live.add_reasoning, policy=_policy(app), retry=retry)
-    except llm.LLMError as exc:
-        log.warning("update %s: model %s failed: %r", inc.update_id, model.id, exc)
-        app.alerts.llm_failed(exc, _provider_title(app, model))
-        if isinstance(exc, llm.ImagesNotSupported):
-            app.media.text_only.add(model.id)
-        live.finish("", "\n\n".join([_llm_error(app, inc, exc, model), *notices]))
-        return
-    finally:
-        live.close()
-        app.typing.stop(inc.chat_id, inc.thread_id)
-        app.active.pop(key, None)
-        if live.drafts_refused:
-            app.no_drafts.add(inc.chat_id)
-
-    if outcome.too_large:
-        app.reply(inc, _too_large(app, inc, model, outcome.message_tokens, file_name))
-        return
-    for happened, key in ((outcome.reset, "chat.reset"), (outcome.trimmed, "chat.trimmed"),
-                          (outcome.summarized, "chat.summarized")):
-        if happened:
-            notices.append(app.t(inc, key))
-    if outcome.images_left_out:
-        app.media.text_only.add(model.id)
-        notices.append(app.t(inc, "images.left_out", model=html.escape(model.id)))
-    assert outcome.completion is not None
-    # Notes go after the answer: parts sent while it streamed stay as they are.
-    live.finish(outcome.completion.text, "\n\n".join([*_after_answer(app, inc, outcome, session), *notices]))
-
-
-def cmd_retry(app: App, inc: Incoming) -> None:
-    """Ask again for the latest user message; the new answer replaces the old one."""
-    handle_chat(app, inc, retry=True)
-
-
-def _policy(app: App) -> context.Policy:
-    """What happens at the context window, and which model writes summaries."""
-    summary = app.config.summary_model
-    return context.Policy(app.config.context_strategy, app.registry.resolve(summary) if summary else None)
-
-
-def _too_large(app: App, inc: Incoming, model: ModelInfo, tokens: int, file_name: str | None) -> str:
-    reserve = model.reply_reserve(app.config.max_reply_tokens)
-    figures = {"model": html.escape(model.id), "approx": _approx(model), "tokens": f"{tokens:,}",
-               "window": f"{model.context_window:,}", "reserve": f"{reserve:,}"}
-    if file_name is not None:
-        return app.t(inc, "files.too_large", name=f"<b>{html.escape(file_name)}</b>", **figures)
-    return app.t(inc, "chat.too_large", **figures)
-
-
-def _after_answer(app: App, inc: Incoming, outcome: chat.Outcome, session: Session) -> list[str]:
-    """Notes under an answer: how it ended, and the context warning."""
-    completion, model = outcome.completion, outcome.model
-    assert completion is not None
-    notes = []
-    if completion.cancelled:
-        notes.append(app.t(inc, "chat.stopped"))
-    elif completion.interrupted:
-        notes.append(app.t(inc, "chat.interrupted"))
-    elif completion.cut_without_text:
-        notes.append(app.t(inc, "chat.thinking_only"))
-    elif completion.finish_reason == "length":
-        notes.append(app.t(inc, "chat.length"))
-    elif outcome.empty:
-        notes.append(app.t(inc, "chat.empty"))
-    if outcome.warn:
-        used = session.prompt_tokens()
-        notes.append(app.t(inc, "chat.warn", approx=_approx(model), used=f"{used:,}",
-                           window=f"{model.context_window:,}", share=f"{used / model.context_window:.0%}",
-                           what=app.t(inc, f"context.{app.config.context_strategy}")))
-    return notes
-
-
-def _ensure_model(app: App, session: Session) -> str | None:
-    """Move a session off a model that is no longer offered; the old id when it moved."""
-    registry = app.registry
-    if session.model in registry.models or session.model == registry.default_model:
-        return None
-    # Just after a start the providers' lists may not be in yet, and may still bring the model:
-    # wait for them a little rather than send the message to a model that is gone.
-    if not registry.discovered.wait(app.discovery_wait):
-        return None  # still no lists: keep the user's choice
-    old = session.model
-    session.model = app.registry.default_model
-    app.store.save_profile(session.profile)
-    log.info("user %s moved from %s to %s", session.user_id, old, session.model)
-    return old
-
-
-def _provider_title(app: App, model: ModelInfo) -> str:
-    known = app.registry.providers.get(model.provider)
-    return known.title if known else model.provider
-
-
-def _llm_error(app: App, inc: Incoming, exc: llm.LLMError, model: ModelInfo) -> str:
-    names = {"model": html.escape(model.id), "provider": html.escape(_provider_title(app, model))}
-    if isinstance(exc, llm.RateLimited):
-        if exc.retry_after:
-            return app.t(inc, "llm.rate_limited_wait", seconds=int(exc.retry_after), **names)
-        return app.t(inc, "llm.rate_limited", **names)
-    for kind, key in ((llm.QuotaExhausted, "llm.quota"), (llm.ImagesNotSupported, "llm.no_images"),
-                      (llm.ProviderDown, "llm.down"), (llm.AuthFailed, "llm.auth"),
-                      (llm.ContextTooLong, "llm.context"), (llm.ModelNotFound, "llm.not_found"),
-                      (llm.ProviderNotConfigured, "llm.not_configured")):
-        if isinstance(exc, kind):
-            return app.t(inc, key, **names)
-    return app.t(inc, "llm.refused", **names)
 
 
 # -- commands ---------------------------------------------------------------------------------------
@@ -360,7 +134,7 @@ def cmd_info(app: App, inc: Incoming) -> None:
         "",
         app.t(inc, "info.conversation"),
         app.t(inc, "info.messages", count=len(session.messages)),
-        app.t(inc, "info.tokens", approx=_approx(model), used=f"{used:,}", window=f"{window:,}",
+        app.t(inc, "info.tokens", approx=chat.approx(model), used=f"{used:,}", window=f"{window:,}",
               share=f"{used / window:.1%}"),
         app.t(inc, "info.prompt", label=_prompt_label(app, inc, session)),
         "",
@@ -384,7 +158,7 @@ def cmd_tokens(app: App, inc: Incoming) -> None:
     chat.sync_encoding(session, model)
     used, window = session.prompt_tokens(), model.context_window
     usage = session.usage
-    approx = _approx(model)
+    approx = chat.approx(model)
     cost = team.tokens_cost_line(app, inc)
     app.reply(inc, "\n".join([
         app.t(inc, "tokens.title", model=html.escape(model.id),
@@ -403,7 +177,7 @@ def cmd_tokens(app: App, inc: Incoming) -> None:
 def cmd_model(app: App, inc: Incoming) -> None:
     """`/model` shows a picker; `/model <id>` switches the user's model."""
     session = app.session(inc)
-    wanted = _clean_arg(inc.args)
+    wanted = clean_arg(inc.args)
     if not wanted:
         app.reply(inc, app.t(inc, "model.current", model=html.escape(session.model)),
                   markup=_model_keyboard(app, session.model))
@@ -444,7 +218,7 @@ def _switch_model(app: App, inc: Incoming, session: Session, model: ModelInfo) -
 def cmd_system(app: App, inc: Incoming) -> None:
     """`/system` shows the prompt, `/system <text>` sets it, `/system default` restores the default."""
     session = app.session(inc)
-    text = _clean_arg(inc.args, keep_newlines=True)
+    text = clean_arg(inc.args, keep_newlines=True)
     if not text:
         app.reply(inc, app.t(inc, "system.show", label=_prompt_label(app, inc, session, preview_known=False),
                              prompt=html.escape(session.system_prompt)))
@@ -474,7 +248,7 @@ def _set_prompt(app: App, session: Session, prompt: str, preset: str | None) -> 
 
 def cmd_preset(app: App, inc: Incoming) -> None:
     """`/preset` shows the presets as buttons; `/preset <name>` switches to one."""
-    name = _clean_arg(inc.args).lower()
+    name = clean_arg(inc.args).lower()
     if not name:
         app.reply(inc, app.t(inc, "preset.pick"), markup=_preset_keyboard(app, inc, app.session(inc).preset))
         return
@@ -522,7 +296,7 @@ def cmd_sessions(app: App, inc: Incoming) -> None:
 
 def cmd_lang(app: App, inc: Incoming) -> None:
     """`/lang` shows the language with buttons; `/lang en|ru` chooses it (kept for the user)."""
-    wanted = _clean_arg(inc.args).lower()
+    wanted = clean_arg(inc.args).lower()
     if not wanted:
         app.reply(inc, app.t(inc, "lang.current"), markup=_lang_keyboard(app))
         return
@@ -639,14 +413,3 @@ def _prompt_label(app: App, inc: Incoming, session: Session, preview_known: bool
     else:
         return app.t(inc, "prompt.custom", preview=preview)
     return f"{label}: <i>{preview}</i>" if preview_known else label
-
-
-def _approx(model: ModelInfo) -> str:
-    return chat.approx(model)
-
-
-def _clean_arg(text: str, keep_newlines: bool = False) -> str:
-    """An argument without control and invisible format characters (Unicode Cc and Cf)."""
-    kept = "\n\t" if keep_newlines else "\t"
-    visible = "".join(c for c in text if c in kept or unicodedata.category(c) not in ("Cc", "Cf"))
-    return "\n".join(line.rstrip() for line in visible.split("\n")).strip()

@@ -22,7 +22,7 @@ import context
 from sessions import Conversation, Message
 
 if TYPE_CHECKING:
-    from commands import App
+    from app import App
     from router import Incoming
 
 log = logging.getLogger(__name__)

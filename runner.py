@@ -23,6 +23,7 @@ import commands
 import datadir
 from access import Access
 from alerts import Alerts, Notifier
+from app import EPHEMERAL_COMMANDS, App
 from attachments import MediaSupport, transcription
 from config import Config, ConfigError
 from dispatch import Dispatcher
@@ -88,7 +89,7 @@ class Bot:
         self.conflict_backoff = CONFLICT_BACKOFF
         self._offset: int | None = None
         self._cut: set[tuple[int, int]] = set()  # answer keys (chat, draft id) the stop cut short
-        self.app: commands.App | None = None
+        self.app: App | None = None
 
     def _open_store(self) -> SqliteBackend:
         path = self.config.data_dir / datadir.DB_NAME
@@ -126,7 +127,7 @@ class Bot:
         alerts = Alerts(config.admin_user_ids, notifier)
         if self.backend is not None:
             self.backend.on_failure = alerts.storage_failed
-        self.app = commands.App(config, self.registry, self.presets, store, self.llm, self.sender,
+        self.app = App(config, self.registry, self.presets, store, self.llm, self.sender,
                                 TypingTicker(self.sender), me, self.catalog, access, quotas, notifier, alerts,
                                 media=self.media)
         commands.register_handlers(self.app)
@@ -186,7 +187,7 @@ class Bot:
         assert self.app is not None
         for language in (None, *self.catalog.languages):
             texts = [types.BotCommand(c.name, self.catalog.text(language or "en", f"commands.{c.name}"),
-                                      is_ephemeral=c.name in commands.EPHEMERAL_COMMANDS or None)
+                                      is_ephemeral=c.name in EPHEMERAL_COMMANDS or None)
                      for c in self.app.commands.values() if not c.admin]
             try:
                 self.sender.call(None, self.telebot.set_my_commands, texts, language_code=language,

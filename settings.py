@@ -11,7 +11,7 @@ from config import Config
 from sessions import Profile
 
 if TYPE_CHECKING:
-    from commands import App
+    from app import App
     from router import Incoming
 
 

@@ -17,7 +17,7 @@ from quotas import MONTHLY, Refusal, Tally, money
 from router import Incoming
 
 if TYPE_CHECKING:
-    from commands import App
+    from app import App
 
 MAX_LISTED_USERS = 50  # /usage all: the heaviest users, so the answer stays one message
 
