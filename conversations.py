@@ -63,7 +63,7 @@ def cmd_history(app: App, inc: Incoming) -> None:
 def on_button(app: App, inc: Incoming, value: str) -> None:
     """A /history button: `page:<n>`, `open:<id>`, `del:<id>` (asks to confirm), `delok:<id>`."""
     action, _, number = value.partition(":")
-    if not number.isdigit() or action not in ("page", "open", "del", "delok"):
+    if not (number.isascii() and number.isdigit()) or action not in ("page", "open", "del", "delok"):
         app.sender.answer_callback(inc.callback_id, app.t(inc, "errors.button_expired"))
         return
     target = app.store.find(inc.place, int(number)) if action != "page" else None

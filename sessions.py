@@ -285,12 +285,19 @@ class Backend(Protocol):
 
     def delete_conversation(self, conversation_id: int) -> None: ...
 
+    def last_conversation_id(self) -> int:
+        """The highest conversation id ever saved (deleted ones too), so no id is given out twice."""
+        ...
+
 
 class MemoryBackend:
     """Keeps nothing: SESSION_STORE=memory."""
 
     def load(self) -> tuple[list[Profile], list[tuple[Conversation, bool]]]:
         return [], []
+
+    def last_conversation_id(self) -> int:
+        return 0
 
     def save(self, session: Session, current: bool) -> None:
         pass
@@ -317,7 +324,9 @@ class SessionStore:
         self._profiles = {p.user_id: p for p in profiles}
         self._conversations = {c.id: c for c, _ in conversations}
         self._current = {c.place: c.id for c, current in conversations if current}
-        self._ids = itertools.count(max(self._conversations, default=0) + 1)
+        # Never an id given out before: an old button naming a deleted conversation must find nothing.
+        highest = max(max(self._conversations, default=0), backend.last_conversation_id())
+        self._ids = itertools.count(highest + 1)
 
     # -- lookups -------------------------------------------------------------------------------
 
@@ -408,7 +417,8 @@ class SessionStore:
             if target is None or not self._belongs(target, place):
                 return None
             old = self._conversations.get(self._current.get(place, 0))
-            self._current.pop(target.place, None)
+            if self._current.get(target.place) == target.id:  # it leaves its place; others stay
+                del self._current[target.place]
             # A topic's conversation resumed in another topic of the same chat moves there.
             target.place = place
             self._current[place] = target.id
@@ -434,9 +444,9 @@ class SessionStore:
         return True
 
     def delete_all(self, place: Place) -> int:
-        """Delete every conversation of the user in this place's chat; how many there were."""
+        """Delete every conversation of the user in this place's chat; how many held messages."""
         found = self.conversations(place)
-        return sum(self.delete(place, c.id) for c in found)
+        return sum(self.delete(place, c.id) and bool(c.messages) for c in found)
 
     def _belongs(self, conversation: Conversation, place: Place) -> bool:
         return conversation.place.user_id == place.user_id and conversation.place.chat_id == place.chat_id

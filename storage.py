@@ -131,6 +131,11 @@ class SqliteBackend:
         else:
             self._db.executescript(SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};")
 
+    def last_conversation_id(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'last_conversation_id'").fetchone()
+        return int(row[0]) if row else 0
+
     def load(self) -> tuple[list[Profile], list[tuple[Conversation, bool]]]:
         with self._lock:
             profile_rows = self._db.execute("SELECT * FROM profiles").fetchall()
@@ -178,6 +183,10 @@ class SqliteBackend:
                     (conversation.id, place.user_id, place.chat_id, place.thread_id, int(current),
                      conversation.title, conversation.encoding, int(conversation.warned),
                      conversation.created, conversation.last_active, int(conversation.trimmed)))
+                self._db.execute(
+                    "INSERT INTO meta VALUES ('last_conversation_id', ?) ON CONFLICT (key) DO UPDATE "
+                    "SET value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+                    (str(conversation.id),))
                 if current:  # one current conversation per place
                     self._db.execute(
                         "UPDATE conversations SET is_current = 0 WHERE user_id = ? AND chat_id = ? "

@@ -355,3 +355,16 @@ def test_export_marks_a_summary_as_one(start_bot: Callable[..., Harness], tmp_pa
     text = h.tg.documents(ALICE)[-1].data.decode()
     assert f"## Summary of the earlier messages\n\n{SUMMARY}\n\n## User\n\nTurn 3." in text
     assert context.SUMMARY_MARK not in text
+
+
+def test_a_forged_history_button_gets_an_answer_not_a_crash(start_bot: Callable[..., Harness]) -> None:
+    harness = plain_bot(start_bot)
+    harness.ask("first")
+    listing = history_message(harness)
+    answered = set(harness.tg.callback_answers)
+    before = len(harness.tg.messages(ALICE))
+    harness.tg.press_button(ALICE, listing["message_id"], ALICE, "hist:open:²", check=False)
+    harness.tg.wait_for(lambda: set(harness.tg.callback_answers) - answered, timeout=5)
+    harness.idle()
+    assert len(harness.tg.messages(ALICE)) == before  # no apology for a crash
+    assert [m.content for m in harness.session().messages] == ["first", "echo: first"]

@@ -42,6 +42,9 @@ class RecordingBackend:
     def delete_conversation(self, conversation_id: int) -> None:
         self.deleted.append(conversation_id)
 
+    def last_conversation_id(self) -> int:
+        return 0
+
 
 def make_store(backend: RecordingBackend | None = None) -> tuple[SessionStore, list[int]]:
     """A store over `backend` whose factory records the user ids it created profiles for."""
@@ -251,3 +254,22 @@ def test_resume_and_delete_stay_within_the_users_chat() -> None:
     assert store.delete(private(1), old.conversation.id)
     assert backend.deleted == [old.conversation.id]
     assert store.get(private(1)).messages == []  # the deleted one was current: a fresh one takes over
+
+
+def test_resuming_an_archived_conversation_in_another_topic_leaves_its_old_topic_alone() -> None:
+    store, _ = make_store()
+    topic_a, topic_b = Place(1, 1, thread_id=10), Place(1, 1, thread_id=20)
+    archived = store.get(topic_a)
+    archived.add("user", "old talk in A", 4)
+    current_a = store.new_conversation(topic_a)
+    current_a.add("user", "new talk in A", 4)
+    assert store.resume(topic_b, archived.conversation.id) is not None
+    assert store.get(topic_a).conversation is current_a.conversation  # A keeps what it had
+    assert store.get(topic_b).conversation is archived.conversation
+
+
+def test_delete_all_counts_only_conversations_with_messages() -> None:
+    store, _ = make_store()
+    store.get(private(1)).add("user", "kept", 4)
+    store.new_conversation(private(1))  # an empty current one
+    assert store.delete_all(private(1)) == 1

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import storage
-from sessions import Conversation, Message, Place, Profile, Session, Usage
+from sessions import Conversation, Message, Place, Profile, Session, SessionStore, Usage
 from storage import SqliteBackend
 from tests.conftest import break_connection, repair_connection
 
@@ -407,3 +407,19 @@ def test_meta_get_and_set(backend: SqliteBackend, db_path: Path) -> None:
 
 def test_database_uses_wal(backend: SqliteBackend, db_path: Path) -> None:
     assert query(db_path, "PRAGMA journal_mode") == [("wal",)]
+
+
+def test_conversation_ids_are_never_given_out_twice_across_restarts(db_path: Path) -> None:
+    backend = SqliteBackend(db_path)
+    store = SessionStore(backend, lambda user: make_session(user).profile)
+    first = store.get(Place(1, 1))
+    first.add("user", "soon deleted", 3)
+    store.save(first)
+    assert store.delete(Place(1, 1), first.conversation.id)
+    backend.close()
+    again = SqliteBackend(db_path)
+    try:
+        fresh = SessionStore(again, lambda user: make_session(user).profile)
+        assert fresh.get(Place(1, 1)).conversation.id > first.conversation.id  # an old button finds nothing
+    finally:
+        again.close()
