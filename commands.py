@@ -208,10 +208,10 @@ def _switch_model(app: App, inc: Incoming, session: Session, model: ModelInfo) -
     key = "model.switched"
     # Only a reset drops the history here: trimming and summarising take care of it at the next turn.
     over = session.prompt_tokens() > model.context_window - model.reply_reserve(app.config.max_reply_tokens)
-    if over and app.config.context_strategy is context.Strategy.RESET:
-        session.clear()
-        key = "model.switched_reset"
     app.store.save(session)
+    if over and app.config.context_strategy is context.Strategy.RESET:
+        app.store.new_conversation(session.place)  # the old one is kept in /history
+        key = "model.switched_reset"
     return app.t(inc, key, model=html.escape(model.id), window=f"{model.context_window:,}")
 
 
@@ -244,6 +244,7 @@ def _set_prompt(app: App, session: Session, prompt: str, preset: str | None) -> 
     model = app.registry.resolve(session.model)
     session.set_system_prompt(prompt, chat.counter(model).message("system", prompt), preset)
     app.store.save(session)
+    app.store.new_conversation(session.place)  # the prompt applies from the start; the old one is kept
 
 
 def cmd_preset(app: App, inc: Incoming) -> None:

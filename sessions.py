@@ -122,6 +122,7 @@ class Conversation:
         self.messages.clear()
         self._history_tokens = 0
         self.warned = self.trimmed = False
+        self.title = ""  # the next first message names it
         self.epoch += 1
 
     def drop_first(self, count: int) -> None:
@@ -223,9 +224,9 @@ class Session:
         self.conversation.clear()
 
     def set_system_prompt(self, prompt: str, tokens: int, preset: str | None) -> None:
+        """The user's prompt from now on (the caller starts a new conversation for it)."""
         profile = self.profile
         profile.system_prompt, profile.system_tokens, profile.preset = prompt, tokens, preset
-        self.clear()
 
     def recount(self, encoding: str, count: Callable[[str, str], int],
                 count_message: Callable[[Message], int] | None = None) -> None:

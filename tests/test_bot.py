@@ -129,8 +129,11 @@ def test_model_without_argument_shows_picker(harness: Harness) -> None:
 def test_system_prompt_show_set_default(harness: Harness) -> None:
     assert "helpful assistant" in harness.ask("/system")
     harness.ask("hello")
-    assert "cleared" in harness.ask("/system Answer in French.")
+    assert "A new conversation starts" in harness.ask("/system Answer in French.")
     assert harness.session().messages == []
+    assert harness.bot.app is not None
+    [kept] = [c for c in harness.bot.app.store.conversations(harness.session().place) if c.messages]
+    assert [m.content for m in kept.messages] == ["hello", "echo: hello"]  # the old one is in /history
     harness.ask("bonjour")
     assert harness.chat_requests()[-1]["messages"][0] == {"role": "system", "content": "Answer in French."}
     assert "custom" in harness.ask("/system")

@@ -104,14 +104,22 @@ def test_clear_drops_history_bumps_epoch_and_keeps_the_rest() -> None:
     assert session.prompt_tokens() == SYSTEM_TOKENS + REPLY_PRIMING
 
 
-def test_set_system_prompt_replaces_prompt_and_clears() -> None:
+def test_set_system_prompt_replaces_the_users_prompt_and_leaves_the_history() -> None:
     session = make_session(1, 5, 7)
-    session.conversation.warned = session.conversation.trimmed = True
     session.set_system_prompt("Translate.", 3, preset="translator")
     assert (session.system_prompt, session.system_tokens, session.preset) == ("Translate.", 3, "translator")
+    assert session.history_tokens == 12  # the handler starts a new conversation; this one is kept
+
+
+def test_clear_forgets_the_title_with_the_history() -> None:
+    session = make_session(1)
+    session.add("user", "cats", 3)
+    session.conversation.warned = session.conversation.trimmed = True
+    session.clear()
     conversation = session.conversation
-    assert (session.messages, session.history_tokens) == ([], 0)
-    assert (conversation.warned, conversation.trimmed, conversation.epoch) == (False, False, 1)
+    assert (conversation.title, conversation.warned, conversation.trimmed, conversation.epoch) == ("", False, False, 1)
+    session.add("user", "dogs", 3)
+    assert conversation.title == "dogs"
 
 
 def length_counter(role: str, content: str) -> int:
