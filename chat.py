@@ -185,7 +185,8 @@ def run_turn(*, session: Session, store: SessionStore, llm: LLMClient, model: Mo
         outcome.too_large = True
         return outcome
     note = None
-    if plan.action is Action.SUMMARIZE:
+    asked_for_summary = plan.action is Action.SUMMARIZE
+    if asked_for_summary:
         plan, note = _summarize(turn, llm, policy.summary_model or model, plan, quotas)
 
     def request(plan: context.Plan, note: Message | None) -> Completion:
@@ -217,8 +218,8 @@ def run_turn(*, session: Session, store: SessionStore, llm: LLMClient, model: Mo
             plan, note = context.Plan(Action.RESET, turn.end, turn.history_tokens), None
             completion = ask(plan, note)
     except LLMError:
-        if note is not None:
-            store.save_profile(session.profile)  # the summary's usage stands
+        if asked_for_summary:
+            store.save_profile(session.profile)  # the summary request's usage stands, kept or not
         raise
     outcome.completion = completion
     outcome.summarized = note is not None

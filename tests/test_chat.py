@@ -23,10 +23,13 @@ SENTENCE = "The quick brown fox jumps over the lazy dog again and again. " * 3
 class SavingStore(SessionStore):
     def __init__(self) -> None:
         super().__init__(MemoryBackend(), lambda user: Profile(user, "tiny", "Be brief.", 0, "none"))
-        self.saves = 0
+        self.saves = self.profile_saves = 0
 
     def save(self, session: Session) -> None:
         self.saves += 1
+
+    def save_profile(self, profile: Profile) -> None:
+        self.profile_saves += 1
 
 
 @pytest.fixture
@@ -301,3 +304,13 @@ def test_a_turn_without_reported_usage_still_counts_toward_the_quota(store: Savi
     today = quotas.today(1)
     assert today.tokens >= 10 and today.requests == 1  # our own count, where the provider gave none
     assert store.get(Place(1, 1)).usage.requests == 0  # /t's "as the API reported" stays the API's
+
+
+def test_a_discarded_summarys_usage_is_saved_when_the_turn_then_fails(store: SavingStore) -> None:
+    model = FakeModel()
+    fill(store, model)
+    model.answer(Completion("", prompt_tokens=300, completion_tokens=0), ProviderDown("down"))
+    with pytest.raises(ProviderDown):
+        turn(store, model, SENTENCE, policy=Policy(Strategy.SUMMARIZE))
+    assert store.get(Place(1, 1)).usage.prompt_tokens >= 300
+    assert store.profile_saves == 1  # what the summary cost is on disk too
