@@ -29,7 +29,7 @@ def quota_refusal(app: App, inc: Incoming, refusal: Refusal) -> str:
     wait = app.catalog.duration(app.lang(inc), refusal.wait + 59)  # "in 0m" would be wrong until it is
     timezone = html.escape(app.quotas.timezone)
     if refusal.limit == MONTHLY:
-        return app.t(inc, "quota.monthly", limit=money(refusal.allowed), used=money(refusal.used),
+        return app.t(inc, "quota.monthly", limit=_usd(refusal.allowed), used=_usd(refusal.used),
                      date=refusal.resets.date().isoformat(), timezone=timezone, wait=wait)
     return app.t(inc, "quota.daily", limit=f"{int(refusal.allowed):,}", used=f"{int(refusal.used):,}",
                  timezone=timezone, wait=wait)
@@ -39,7 +39,7 @@ def cost_note(app: App, inc: Incoming, tally: Tally) -> str:
     """`, ≈$0.0123` for a period's cost where prices are known; nothing at all where none is."""
     if not tally.priced:
         return ""
-    return f", ≈{money(tally.cost)}" + _unpriced(app, inc, tally)
+    return f", ≈{_usd(tally.cost)}" + _unpriced(app, inc, tally)
 
 
 def tokens_cost_line(app: App, inc: Incoming) -> str | None:
@@ -47,7 +47,7 @@ def tokens_cost_line(app: App, inc: Incoming) -> str | None:
     today, month = app.quotas.today(inc.user_id), app.quotas.month(inc.user_id)
     if not month.priced:
         return None
-    return app.t(inc, "tokens.cost", today=money(today.cost), month=money(month.cost),
+    return app.t(inc, "tokens.cost", today=_usd(today.cost), month=_usd(month.cost),
                  unpriced=_unpriced(app, inc, month))
 
 
@@ -82,8 +82,8 @@ def cmd_usage(app: App, inc: Incoming) -> None:
         lines.append(app.t(inc, "usage.daily_limit", limit=f"{limit:,}", left=f"{left:,}")
                      if limit else app.t(inc, "usage.no_daily_limit"))
         if quotas.monthly_cost:
-            lines.append(app.t(inc, "usage.monthly_limit", limit=money(quotas.monthly_cost),
-                               left=money(max(quotas.monthly_cost - month.cost, 0))))
+            lines.append(app.t(inc, "usage.monthly_limit", limit=_usd(quotas.monthly_cost),
+                               left=_usd(max(quotas.monthly_cost - month.cost, 0))))
     app.reply(inc, "\n".join(lines))
 
 
@@ -236,3 +236,8 @@ def _who(app: App, user_id: int) -> str:
     """`Alice (@alice) (<code>42</code>)`, or the bare id for someone the bot has never seen."""
     name = _name(app, user_id)
     return f"<b>{html.escape(name)}</b> (<code>{user_id}</code>)" if name else f"<code>{user_id}</code>"
+
+
+def _usd(usd: float) -> str:
+    """A cost for HTML text ("<$0.0001" must not read as a tag)."""
+    return html.escape(money(usd))

@@ -227,3 +227,13 @@ def test_cost_is_shown_only_where_the_price_is_known(start_bot: Callable[..., Ha
     h.ask("hi again")
     assert "Today: 4,000 tokens in 2 requests, ≈$0.0025 (not counting 2,000 tokens" in h.ask("/usage")
     assert "Estimated cost: ≈$0.0025 today, ≈$0.0025 this month (not counting 2,000" in h.ask("/t")
+
+
+def test_a_cost_too_small_to_show_keeps_the_message_formatted(start_bot: Callable[..., Harness]) -> None:
+    h = start_bot(STREAM="false")  # gpt-5.4-mini has a price
+    h.llm.script(Reply("ok", usage=usage(3, 1)))
+    h.ask("hi")
+    answer = h.ask("/t")
+    assert "≈<$0.0001" in answer
+    assert h.tg.message_objects(ALICE)[-1]["parse_mode"] == "HTML"  # not resent as plain text
+    assert h.bot.sender.stats["plain_fallbacks"] == 0
