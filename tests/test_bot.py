@@ -102,7 +102,7 @@ def test_clear_keeps_model_and_prompt(harness: Harness) -> None:
     harness.ask("/model gpt-5.4")
     harness.ask("/system Talk like a pirate.")
     harness.ask("hello")
-    assert "previous one (2 messages) is kept" in harness.ask("/clear")
+    assert "previous one (messages: 2) is kept" in harness.ask("/clear")
     session = harness.session()
     assert session.messages == [] and session.model == "gpt-5.4"
     assert session.system_prompt == "Talk like a pirate."

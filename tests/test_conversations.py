@@ -167,7 +167,7 @@ def test_new_history_resume_and_delete_across_a_restart(start_bot: Callable[...,
     h = plain_bot(start_bot)
     assert "already new and empty" in h.ask("/new")
     h.ask("alpha topic")
-    assert "The previous one (2 messages) is kept" in h.ask("/new")
+    assert "The previous one (messages: 2) is kept" in h.ask("/new")
     h.ask("beta topic")
     listing = history_message(h)
     today = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
@@ -175,7 +175,7 @@ def test_new_history_resume_and_delete_across_a_restart(start_bot: Callable[...,
         [f"✅ beta topic · {today}", "🗑"], [f"alpha topic · {today}", "🗑"]]
     alpha_open = rows(listing)[1][0][1]
     resumed = press(h, listing, alpha_open)
-    assert "Continuing alpha topic (2 messages)" in resumed["text"]
+    assert "Continuing alpha topic (messages: 2)" in resumed["text"]
     assert rows(resumed)[0][0][0] == f"beta topic · {today}" and rows(resumed)[1][0][0].startswith("✅ alpha")
     h.ask("more alpha")
     assert request_contents(h.chat_requests()[-1])[1:] == ["alpha topic", "echo: alpha topic", "more alpha"]
@@ -187,7 +187,7 @@ def test_new_history_resume_and_delete_across_a_restart(start_bot: Callable[...,
     assert rows(listing)[0][0][0].startswith("✅ alpha topic")  # the most recent first
     beta_delete = rows(listing)[1][1][1]
     confirm = press(h, listing, beta_delete)
-    assert confirm["text"] == "Delete beta topic (2 messages)? This cannot be undone."
+    assert confirm["text"] == "Delete beta topic (messages: 2)? This cannot be undone."
     assert [text for text, _ in rows(confirm)[0]] == ["Delete", "Cancel"]
     done = press(h, confirm, rows(confirm)[0][0][1])
     assert done["text"].startswith("Deleted beta topic.")
@@ -325,10 +325,10 @@ def test_export_sends_the_conversation_as_a_markdown_document(start_bot: Callabl
     [document] = h.tg.documents(ALICE)
     today = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
     assert document.filename == f"conversation-{today}.md" and document.thread_id is None
-    assert document.caption == "alpha: what is **2+2**?: 4 messages"
+    assert document.caption == "alpha: what is **2+2**? (messages: 4)"
     text = document.data.decode("utf-8")
     head, meta, *turns = text.split("\n\n")
-    assert head == "# alpha: what is **2+2**?" and meta.endswith("UTC, 4 messages_")
+    assert head == "# alpha: what is **2+2**?" and meta.endswith("UTC, messages: 4_")
     assert turns == ["## User", "alpha: what is **2+2**?", "## Assistant", "echo: alpha: what is **2+2**?",
                      "## User", "and in words?", "## Assistant", "It is `4`.\n"]
     h.ask("/new")
@@ -338,7 +338,7 @@ def test_export_sends_the_conversation_as_a_markdown_document(start_bot: Callabl
     h.ask("/export all")
     _, everything = h.tg.documents(ALICE)
     assert everything.filename == f"conversations-{today}.md"
-    assert everything.caption == "2 conversations, 6 messages"
+    assert everything.caption == "Conversations: 2, messages: 6"
     text = everything.data.decode("utf-8")
     assert text.startswith("# Conversations\n\n## alpha: what is **2+2**?\n\n_")
     assert text.index("## alpha") < text.index("## beta") and "### User\n\nbeta\n\n### Assistant" in text

@@ -188,7 +188,7 @@ def test_usage_and_limit_commands(start_bot: Callable[..., Harness]) -> None:
     h.llm.script(Reply("ok", usage=usage(2000, 1000)))
     h.ask("hi")  # gpt-5.4-mini: 2,000 * $0.75 + 1,000 * $4.50 per million = $0.006
     own = h.ask("/usage")
-    assert "Today: 3,000 tokens in 1 requests, ≈$0.0060\nThis month: 3,000 tokens in 1 requests, ≈$0.0060" \
+    assert "Today: 3,000 tokens, requests: 1, ≈$0.0060\nThis month: 3,000 tokens, requests: 1, ≈$0.0060" \
         in own
     assert "Daily limit: 10,000 tokens, 7,000 left today" in own
     assert h.ask("/usage all", user=BOB) == "Only the bot's admins can use this command."
@@ -225,7 +225,7 @@ def test_cost_is_shown_only_where_the_price_is_known(start_bot: Callable[..., Ha
     # The MODELS_FILE price, the prompt from the provider's cache: 1,000 * $0.5 + 1,000 * $2 per million.
     h.llm.script(Reply("ok", usage={**usage(1000, 1000), "prompt_tokens_details": {"cached_tokens": 1000}}))
     h.ask("hi again")
-    assert "Today: 4,000 tokens in 2 requests, ≈$0.0025 (not counting 2,000 tokens" in h.ask("/usage")
+    assert "Today: 4,000 tokens, requests: 2, ≈$0.0025 (not counting 2,000 tokens" in h.ask("/usage")
     assert "Estimated cost: ≈$0.0025 today, ≈$0.0025 this month (not counting 2,000" in h.ask("/t")
 
 
