@@ -229,7 +229,9 @@ def _environment(environ: Mapping[str, str] | None, dotenv_path: str | Path) -> 
     except _Unreadable as exc:
         sources.dotenv_problem = str(exc)
         return sources
-    overridden = sorted(name for name in file_values if name in base and base[name] != file_values[name])
+    # Only a value .env really holds is overridden: the template's empty NAME= lines are not news.
+    overridden = sorted(name for name, value in file_values.items()
+                        if value.strip() and name in base and base[name] != value)
     for name in list(file_values):
         secret = name.removesuffix("_FILE")
         other = f"{name}_FILE" if name == secret else secret

@@ -264,11 +264,12 @@ def test_environment_secret_wins_over_dotenv_file_variant(tmp_path: Path) -> Non
 
 def test_environment_file_variant_wins_over_dotenv_value_with_a_notice(tmp_path: Path) -> None:
     secret = write(tmp_path / "token.txt", f"{TOKEN}\n")
-    config = load(tmp_path, "TELEGRAM_BOT_TOKEN=9:from-dotenv\nWORKERS=3\n", token=None,
-                  TELEGRAM_BOT_TOKEN_FILE=secret, WORKERS="4")
+    config = load(tmp_path, "TELEGRAM_BOT_TOKEN=9:from-dotenv\nWORKERS=3\nSYSTEM_PROMPT=\n", token=None,
+                  TELEGRAM_BOT_TOKEN_FILE=secret, WORKERS="4", SYSTEM_PROMPT="Be brief.")
     assert config.telegram_token.value == TOKEN and config.workers == 4
     assert (logging.INFO, "TELEGRAM_BOT_TOKEN in .env is not used: the environment sets "
                           "TELEGRAM_BOT_TOKEN_FILE") in config.notices
+    # WORKERS only: an empty line of the template (SYSTEM_PROMPT=) is nothing the environment overrides.
     assert (logging.INFO, "the environment overrides .env for WORKERS") in config.notices
     assert "9:from-dotenv" not in str(config.notices)
 
