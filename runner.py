@@ -8,6 +8,7 @@ period, tells their users, and leaves queued updates journaled for the next run.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import sqlite3
 import threading
@@ -201,12 +202,22 @@ class Bot:
                 continue
             try:
                 added = self.registry.add_discovered(name, self.llm.list_models(name))
-                log.info("provider %s lists %s more", name, _count(added, "model"))
+                log.info("provider %s: %s listed beyond those described", name, _count(added, "model"))
             except LLMError as exc:
                 log.warning("could not list %s models: %r", name, exc)
         if not self.registry.default_model and self.registry.models:
             self.registry.default_model = self.registry.available()[0].id
+        self._check_default_model()
         self.registry.discovered.set()
+
+    def _check_default_model(self) -> None:
+        """A DEFAULT_MODEL nobody describes or lists is most likely a typo: say so, with near matches."""
+        default, known = self.registry.default_model, sorted(self.registry.models)
+        if not default or default in self.registry.models:
+            return
+        close = difflib.get_close_matches(default, known, n=3, cutoff=0.6)
+        log.warning("DEFAULT_MODEL %s is neither described nor listed by any provider%s; requests to it may "
+                    "fail", default, f" (did you mean {', '.join(close)}?)" if close else "")
 
     # -- polling -------------------------------------------------------------------------------
 

@@ -330,3 +330,11 @@ def test_shutdown_cuts_a_silent_model_request(start_bot: Callable[..., Harness],
     llm.wait_for(llm.chat_requests, what="the model request")
     h.bot.shutdown(grace=0.2)
     llm.wait_for(lambda: llm.hangups, timeout=2, what="the model's connection closed by the shutdown")
+
+
+def test_a_default_model_typo_is_named_with_its_near_match(start_bot: Callable[..., Harness],
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    h = start_bot(DEFAULT_MODEL="gpt-5.4-mni")
+    assert h.bot.registry.discovered.wait(10)
+    assert ("DEFAULT_MODEL gpt-5.4-mni is neither described nor listed by any provider "
+            "(did you mean gpt-5.4-mini") in caplog.text
