@@ -26,6 +26,7 @@ import team
 import turns
 from app import App, Command, clean_arg
 from config import VERSION
+from i18n import LANGUAGE_NAMES
 from models import ModelInfo, UnknownModel
 from presets import Preset
 from router import Incoming, StopGeneration
@@ -380,7 +381,6 @@ def _lang_keyboard(app: App) -> types.InlineKeyboardMarkup:
 
 # -- wording helpers --------------------------------------------------------------------------------
 
-LANGUAGE_NAMES = {"en": "English", "ru": "Русский"}
 
 
 def _command_lines(app: App, inc: Incoming) -> str:

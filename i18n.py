@@ -16,6 +16,7 @@ from typing import Any
 
 LOCALES = Path(__file__).with_name("locales")
 DEFAULT_LANGUAGE = "en"
+LANGUAGE_NAMES = {"en": "English", "ru": "Русский"}  # each in its own language, for the buttons
 
 
 class CatalogError(Exception):

@@ -105,7 +105,7 @@ def test_each_user_chooses_rich_formatting_in_settings(start_bot: Callable[..., 
     assert "off" in h.ask("/settings")
     page = h.tg.message_objects(ALICE)[-1]
     h.tg.press_button(ALICE, page["message_id"], ALICE, buttons(page)["Turn rich formatting on"])
-    h.tg.wait_for(lambda: "on" in h.tg.messages(ALICE)[-1].split(".")[0], timeout=10)
+    h.tg.wait_for(lambda: "Rich formatting: on." in h.tg.messages(ALICE)[-1], timeout=10)
     h.idle()
     assert h.session(ALICE).profile.rich is True
     for user in (ALICE, BOB):
@@ -118,4 +118,16 @@ def test_each_user_chooses_rich_formatting_in_settings(start_bot: Callable[..., 
 def test_settings_say_when_the_owner_decides(start_bot: Callable[..., Harness]) -> None:
     h = start_bot(RICH_MESSAGES="on")
     assert "owner" in h.ask("/settings")
-    assert buttons(h.tg.message_objects(ALICE)[-1]) == {}
+    assert buttons(h.tg.message_objects(ALICE)[-1]) == {  # the language, but no rich switch
+        "✅ English": "settings:lang:en", "Русский": "settings:lang:ru"}
+
+
+def test_settings_change_the_language_with_a_button(harness: Harness) -> None:
+    harness.ask("/settings")
+    page = harness.tg.message_objects(ALICE)[-1]
+    harness.tg.press_button(ALICE, page["message_id"], ALICE, "settings:lang:ru")
+    harness.tg.wait_for(lambda: "Язык" in harness.tg.messages(ALICE)[-1], timeout=10)
+    harness.idle()
+    assert harness.session().profile.language == "ru"
+    assert "✅ Русский" in buttons(harness.tg.message_objects(ALICE)[-1])
+    assert "Команды" in harness.ask("/help")
