@@ -50,9 +50,9 @@ def _page(app: App, inc: Incoming) -> tuple[str, types.InlineKeyboardMarkup | No
              app.t(inc, "settings.language", name=LANGUAGE_NAMES.get(language, language)),
              app.t(inc, "settings.rich_on" if rich else "settings.rich_off")]
     markup = types.InlineKeyboardMarkup(row_width=2)
-    markup.add(*(types.InlineKeyboardButton(
-        ("✅ " if code == language else "") + LANGUAGE_NAMES.get(code, code), callback_data=f"settings:lang:{code}")
-        for code in app.catalog.languages))
+    choices = [(("✅ " if code == language else "") + LANGUAGE_NAMES.get(code, code), code)
+               for code in app.catalog.languages]
+    markup.add(*(types.InlineKeyboardButton(name, callback_data=f"settings:lang:{code}") for name, code in choices))
     if app.config.rich_messages != "user":
         return "\n\n".join([*lines, app.t(inc, "settings.rich_fixed")]), markup
     markup.row(types.InlineKeyboardButton(app.t(inc, "settings.turn_off" if rich else "settings.turn_on"),
