@@ -52,7 +52,8 @@ def _page(app: App, inc: Incoming) -> tuple[str, types.InlineKeyboardMarkup | No
     markup = types.InlineKeyboardMarkup(row_width=2)
     choices = [(("✅ " if code == language else "") + LANGUAGE_NAMES.get(code, code), code)
                for code in app.catalog.languages]
-    markup.add(*(types.InlineKeyboardButton(name, callback_data=f"settings:lang:{code}") for name, code in choices))
+    markup.add(*(types.InlineKeyboardButton(name, callback_data=f"settings:lang:{code}")
+                 for name, code in choices))
     if app.config.rich_messages != "user":
         return "\n\n".join([*lines, app.t(inc, "settings.rich_fixed")]), markup
     markup.row(types.InlineKeyboardButton(app.t(inc, "settings.turn_off" if rich else "settings.turn_on"),
