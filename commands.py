@@ -36,6 +36,7 @@ from sessions import Session
 log = logging.getLogger(__name__)
 
 MAX_SYSTEM_PROMPT = 20_000
+MAX_LISTED_MODELS = 20  # /model <unknown>: the featured models listed, then how many more the picker has
 MAX_LISTED_SESSIONS = 30  # /sessions for an admin: the most recent, so the answer stays one message
 
 
@@ -192,7 +193,10 @@ def cmd_model(app: App, inc: Incoming) -> None:
                                  reason=html.escape(exc.reason)))
             return
         close = difflib.get_close_matches(wanted, exc.known, n=5, cutoff=0.5)
-        codes = ", ".join(f"<code>{html.escape(m)}</code>" for m in close or _featured_ids(app))
+        offered = close or _featured_ids(app)
+        codes = ", ".join(f"<code>{html.escape(m)}</code>" for m in offered[:MAX_LISTED_MODELS])
+        if not close and len(offered) > MAX_LISTED_MODELS:
+            codes += " " + app.t(inc, "model.more", count=len(offered) - MAX_LISTED_MODELS)
         hint = app.t(inc, "model.close" if close else "model.available", models=codes)
         app.reply(inc, app.t(inc, "model.unknown", model=html.escape(shown)) + "\n" + hint)
         return
@@ -200,7 +204,7 @@ def cmd_model(app: App, inc: Incoming) -> None:
 
 
 def _featured_ids(app: App) -> list[str]:
-    return [m.id for m in app.registry.available(featured_only=True)][:20]
+    return [m.id for m in app.registry.available(featured_only=True)]
 
 
 def _switch_model(app: App, inc: Incoming, session: Session, model: ModelInfo) -> str:

@@ -229,3 +229,12 @@ def test_config_errors_exit_2_with_one_line(tmp_path: Path) -> None:
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and variable in lines[0], (variable, result.stderr)
         assert "sk-secret-value" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_unknown_model_lists_some_and_says_how_many_more(harness: Harness) -> None:
+    featured = [m.id for m in harness.bot.registry.available(featured_only=True)]
+    assert len(featured) > 20  # the shipped catalog: enough to need the cut
+    answer = harness.ask("/model totally-unknown-xyz")
+    assert answer.startswith("I don't know the model totally-unknown-xyz; nothing changed.\nAvailable: ")
+    assert answer.count(", ") == 19 and answer.endswith(
+        f"…and {len(featured) - 20} more: /model shows them all as buttons")

@@ -190,7 +190,7 @@ def test_new_history_resume_and_delete_across_a_restart(start_bot: Callable[...,
     assert confirm["text"] == "Delete beta topic (messages: 2)? This cannot be undone."
     assert [text for text, _ in rows(confirm)[0]] == ["Delete", "Cancel"]
     done = press(h, confirm, rows(confirm)[0][0][1])
-    assert done["text"].startswith("Deleted beta topic.")
+    assert done["text"].startswith("Deleted: beta topic\n")
     assert [row[0][0][:13] for row in rows(done)] == ["✅ alpha topic"]
     assert db_rows(h, "SELECT COUNT(*) FROM conversations WHERE title = 'beta topic'") == [(0,)]
     assert db_rows(h, "SELECT COUNT(*) FROM messages WHERE content LIKE '%beta%'") == [(0,)]
