@@ -7,6 +7,7 @@ when there is a translation for it, else English.
 
 from __future__ import annotations
 
+import re
 import string
 import tomllib
 from collections.abc import Mapping
@@ -17,6 +18,10 @@ from typing import Any
 LOCALES = Path(__file__).with_name("locales")
 DEFAULT_LANGUAGE = "en"
 LANGUAGE_NAMES = {"en": "English", "ru": "Русский"}  # each in its own language, for the buttons
+# How a language writes numbers the code formats the English way ("400,000", "12.5%"): its
+# thousands separator and decimal mark. Languages not listed write them as English does.
+NUMBER_MARKS = {"ru": ("\u00a0", ",")}
+_NUMBER = re.compile(r"([$≈]*)(\d{1,3}(?:,\d{3})*|\d+)(\.\d+)?(%?)")
 
 
 class CatalogError(Exception):
@@ -42,7 +47,11 @@ class Catalog:
         template = self.texts.get(language, {}).get(key) or self.texts[DEFAULT_LANGUAGE].get(key)
         if template is None:
             raise CatalogError(f"no text for {key!r}")
-        return template.format(**values) if values else template
+        if not values:
+            return template
+        if language in NUMBER_MARKS:
+            values = {name: _number(value, *NUMBER_MARKS[language]) for name, value in values.items()}
+        return template.format(**values)
 
     def duration(self, language: str, seconds: float) -> str:
         """A span of time as `1d 2h`, `3h 4m` or `5m`, in the units of `language`."""
@@ -85,3 +94,12 @@ def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             raise CatalogError(f"{name} must be text")
     return flat
+
+
+def _number(value: object, thousands: str, decimal: str) -> object:
+    """A value that is a number formatted the English way, written with another language's marks."""
+    if not isinstance(value, str) or not (match := _NUMBER.fullmatch(value)):
+        return value
+    prefix, whole, fraction, percent = match.groups()
+    written = whole.replace(",", thousands) + (fraction or "").replace(".", decimal)
+    return prefix + written + ("\u00a0%" if percent else "")

@@ -127,3 +127,14 @@ def test_every_media_the_bot_cannot_read_has_a_name_for_users() -> None:
     texts = load_catalog().texts["en"]
     unreadable = [f for f in MEDIA_FIELDS if kind_of(f) is Kind.UNSUPPORTED]
     assert "sticker" in unreadable and [f for f in unreadable if f"media.{f}" not in texts] == []
+
+
+def test_russian_writes_numbers_its_own_way() -> None:
+    catalog = load_catalog()
+    text = catalog.text("ru", "tokens.window", window="400,000", share="12.5%")
+    assert text == "Контекстное окно: 400\u00a0000, занято 12,5\u00a0%"
+    assert catalog.text("en", "tokens.window", window="400,000", share="12.5%") == (
+        "Context window: 400,000, of which 12.5% is used")
+    # Only whole values that are numbers: ids, dates and words stay as they are.
+    assert catalog.text("ru", "model.switched", model="gpt-5.4", window="1,048,576") == (
+        "Модель сменена на <code>gpt-5.4</code> (окно 1\u00a0048\u00a0576 токенов).")
