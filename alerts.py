@@ -21,7 +21,7 @@ import llm
 from access import Access
 from i18n import Catalog
 from sender import Sender, TelegramError
-from sessions import SessionStore
+from store import SessionStore
 
 log = logging.getLogger(__name__)
 

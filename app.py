@@ -23,7 +23,8 @@ from presets import Preset
 from quotas import Quotas
 from router import BotIdentity, Incoming
 from sender import Sender
-from sessions import Session, SessionStore
+from sessions import Session
+from store import SessionStore
 from streaming import TypingTicker
 
 Handler = Callable[["App", Incoming], None]

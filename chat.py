@@ -20,7 +20,8 @@ from llm import Completion, ContextTooLong, ImagesNotSupported, LLMClient, LLMEr
 from mediastore import image_size
 from models import ModelInfo
 from quotas import Quotas
-from sessions import Message, Session, SessionStore, request_message
+from sessions import Message, Session, request_message
+from store import SessionStore
 from tokens import REPLY_PRIMING, Counter, counter_for
 
 log = logging.getLogger(__name__)

@@ -37,8 +37,9 @@ from quotas import Quotas
 from reachability import Outage, cause
 from router import BotIdentity, Incoming, StopGeneration, parse_update
 from sender import RateLimiter, Sender, TelegramError, http_session
-from sessions import MemoryBackend, Profile, SessionStore
+from sessions import Profile
 from storage import SqliteBackend
+from store import MemoryBackend, SessionStore
 from streaming import TypingTicker
 from tokens import counter_for
 

@@ -29,8 +29,9 @@ from _common import (
     quiet,
 )
 
-from sessions import Conversation, Place, Profile, Session, SessionStore
+from sessions import Conversation, Place, Profile, Session
 from storage import SqliteBackend
+from store import SessionStore
 
 SESSIONS = 10_000
 MESSAGES = 20

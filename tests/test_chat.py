@@ -12,7 +12,8 @@ from context import Policy, Strategy
 from llm import Completion, ContextTooLong, ProviderDown, Request
 from models import ModelInfo
 from quotas import Quotas
-from sessions import MemoryBackend, Place, Profile, Session, SessionStore
+from sessions import Place, Profile, Session
+from store import MemoryBackend, SessionStore
 from tests.fake_model import FakeModel
 
 MODEL = ModelInfo("tiny", "openai", context_window=400, max_output=50, encoding="o200k_base",

@@ -11,7 +11,8 @@ import chat
 import media
 from llm import ImagesNotSupported
 from models import ModelInfo
-from sessions import MemoryBackend, Message, Place, Profile, SessionStore
+from sessions import Message, Place, Profile
+from store import MemoryBackend, SessionStore
 from tests.fake_model import FakeModel
 
 MODEL = ModelInfo("eyes", "openai", context_window=100_000, max_output=500, encoding="o200k_base",

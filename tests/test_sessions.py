@@ -1,10 +1,11 @@
-"""Tests for sessions.py: token bookkeeping, fitting, warnings, places, and the SessionStore."""
+"""Tests for sessions.py and store.py: token bookkeeping, warnings, places, and the SessionStore."""
 
 from __future__ import annotations
 
 import pytest
 
-from sessions import Conversation, Message, Place, Profile, Session, SessionStore, Usage
+from sessions import Conversation, Message, Place, Profile, Session, Usage
+from store import SessionStore
 from tokens import REPLY_PRIMING
 
 SYSTEM_TOKENS = 10

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 import storage
-from sessions import Conversation, Message, Place, Profile, Session, SessionStore, Usage
+from sessions import Conversation, Message, Place, Profile, Session, Usage
 from storage import SqliteBackend
+from store import SessionStore
 from tests.conftest import break_connection, repair_connection
 
 
