@@ -93,7 +93,7 @@ class MediaSupport:
 
 
 class Turn(Protocol):
-    """`commands.handle_chat`: one streamed turn, here with what the attachment became."""
+    """`turns.handle_chat`: one streamed turn, here with what the attachment became."""
 
     def __call__(self, app: App, inc: Incoming, text: str | None = None, images: tuple[str, ...] = (),
                  file_name: str | None = None) -> None: ...

@@ -170,7 +170,7 @@ def cmd_tokens(app: App, inc: Incoming) -> None:
         app.t(inc, "tokens.reserve", reserve=f"{model.reply_reserve(app.config.max_reply_tokens):,}"),
         app.t(inc, "tokens.strategy", name=app.config.context_strategy,
               what=app.t(inc, f"context.{app.config.context_strategy}")),
-        app.t(inc, "tokens.spent", requests=usage.requests, prompt=f"{usage.prompt_tokens:,}",
+        app.t(inc, "tokens.spent", requests=f"{usage.requests:,}", prompt_tokens=f"{usage.prompt_tokens:,}",
               completion=f"{usage.completion_tokens:,}", total=f"{usage.total:,}"),
         *([cost] if cost else []),
     ]))

@@ -19,9 +19,16 @@ LOCALES = Path(__file__).with_name("locales")
 DEFAULT_LANGUAGE = "en"
 LANGUAGE_NAMES = {"en": "English", "ru": "Русский"}  # each in its own language, for the buttons
 # How a language writes numbers the code formats the English way ("400,000", "12.5%"): its
-# thousands separator and decimal mark. Languages not listed write them as English does.
+# thousands separator and decimal mark. Languages not listed write them as English does. Only the
+# placeholders below hold numbers the code formatted; anything else (a user's text, an id, a name,
+# a version) is never rewritten, even when it looks like a number.
 NUMBER_MARKS = {"ru": ("\u00a0", ",")}
-_NUMBER = re.compile(r"([$≈]*)(\d{1,3}(?:,\d{3})*|\d+)(\.\d+)?(%?)")
+NUMBER_PLACEHOLDERS = frozenset({
+    "completion", "conversations", "count", "days", "hours", "left", "length", "limit", "messages",
+    "minutes", "month", "page", "pages", "prompt_tokens", "requests", "reserve", "seconds", "share", "size",
+    "today", "tokens", "total", "used", "window",
+})
+_NUMBER = re.compile(r"((?:&lt;)?[$≈]*)(\d{1,3}(?:,\d{3})*|\d+)(\.\d+)?(%?)")
 
 
 class CatalogError(Exception):
@@ -50,7 +57,9 @@ class Catalog:
         if not values:
             return template
         if language in NUMBER_MARKS:
-            values = {name: _number(value, *NUMBER_MARKS[language]) for name, value in values.items()}
+            marks = NUMBER_MARKS[language]
+            values = {name: _number(value, *marks) if name in NUMBER_PLACEHOLDERS else value
+                      for name, value in values.items()}
         return template.format(**values)
 
     def duration(self, language: str, seconds: float) -> str:

@@ -198,6 +198,7 @@ class Bot:
                 log.warning("setMyCommands (%s) failed: %s", language or "default", exc)
 
     def _discover(self) -> None:
+        complete = True  # every provider answered with its list
         for name, provider in self.registry.providers.items():
             if not (provider.enabled and provider.discover):
                 continue
@@ -206,9 +207,11 @@ class Bot:
                 log.info("provider %s: %s listed beyond those described", name, _count(added, "model"))
             except LLMError as exc:
                 log.warning("could not list %s models: %r", name, exc)
+                complete = False
         if not self.registry.default_model and self.registry.models:
             self.registry.default_model = self.registry.available()[0].id
-        self._check_default_model()
+        if complete:  # a list that failed may hold it
+            self._check_default_model()
         self.registry.discovered.set()
 
     def _check_default_model(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -40,7 +41,8 @@ class MemoryBackend:
         return [], []
 
     def last_conversation_id(self) -> int:
-        return 0
+        # Nothing is kept, so start past any id a button of an earlier run may still name.
+        return int(time.time() * 1000)
 
     def save(self, session: Session, current: bool) -> None:
         pass

@@ -69,9 +69,9 @@ def cmd_usage(app: App, inc: Incoming) -> None:
     today, month = quotas.today(user_id), quotas.month(user_id)
     lines = [
         app.t(inc, "usage.title", timezone=html.escape(quotas.timezone)),
-        app.t(inc, "usage.today", tokens=f"{today.tokens:,}", requests=today.requests,
+        app.t(inc, "usage.today", tokens=f"{today.tokens:,}", requests=f"{today.requests:,}",
               cost=cost_note(app, inc, today)),
-        app.t(inc, "usage.month", tokens=f"{month.tokens:,}", requests=month.requests,
+        app.t(inc, "usage.month", tokens=f"{month.tokens:,}", requests=f"{month.requests:,}",
               cost=cost_note(app, inc, month)),
     ]
     if quotas.exempt(user_id):

@@ -135,6 +135,11 @@ def test_russian_writes_numbers_its_own_way() -> None:
     assert text == "Контекстное окно: 400\u00a0000, занято 12,5\u00a0%"
     assert catalog.text("en", "tokens.window", window="400,000", share="12.5%") == (
         "Context window: 400,000, of which 12.5% is used")
-    # Only whole values that are numbers: ids, dates and words stay as they are.
+    # Only numbers the code formatted: ids, versions, user text that looks like a number stay as they are.
+    assert catalog.text("ru", "limit.bad_number", value="1.5").startswith("<code>1.5</code>")
+    assert "3.0.0" in catalog.text("ru", "info.title", version="3.0.0", uptime="5m")
+    refusal = catalog.text("ru", "quota.monthly", limit="$5.00", used="&lt;$0.0001", date="2026-12-02",
+                           timezone="UTC", wait="5 ч")
+    assert "$5,00" in refusal and "&lt;$0,0001" in refusal and "2026-12-02" in refusal
     assert catalog.text("ru", "model.switched", model="gpt-5.4", window="1,048,576") == (
         "Модель сменена на <code>gpt-5.4</code> (окно 1\u00a0048\u00a0576 токенов).")
