@@ -399,8 +399,9 @@ def _model_list(app: App, inc: Incoming, current: str) -> str:
     for model in featured:
         mark = " ✅" if model.id == current else ""
         when = app.t(inc, "info.retires", date=model.shutdown) if model.shutdown else ""
-        lines.append(f"<code>{html.escape(model.id)}</code> ({html.escape(model.provider)}, "
-                     f"{model.context_window:,}{when}){mark}")
+        lines.append(app.t(inc, "info.model_line", model=html.escape(model.id),
+                           provider=html.escape(model.provider), window=f"{model.context_window:,}",
+                           retires=when) + mark)
     if more := len(app.registry.models) - len(featured):
         lines.append(app.t(inc, "info.models_more", count=more))
     return "\n".join(lines) or app.t(inc, "info.none")

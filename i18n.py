@@ -24,7 +24,7 @@ LANGUAGE_NAMES = {"en": "English", "ru": "Русский"}  # each in its own la
 # a version) is never rewritten, even when it looks like a number.
 NUMBER_MARKS = {"ru": ("\u00a0", ",")}
 NUMBER_PLACEHOLDERS = frozenset({
-    "completion", "conversations", "count", "days", "hours", "left", "length", "limit", "messages",
+    "amount", "completion", "conversations", "count", "days", "hours", "left", "length", "limit", "messages",
     "minutes", "month", "page", "pages", "prompt_tokens", "requests", "reserve", "seconds", "share", "size",
     "today", "tokens", "total", "used", "window",
 })

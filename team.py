@@ -39,7 +39,7 @@ def cost_note(app: App, inc: Incoming, tally: Tally) -> str:
     """`, ≈$0.0123` for a period's cost where prices are known; nothing at all where none is."""
     if not tally.priced:
         return ""
-    return f", ≈{_usd(tally.cost)}" + _unpriced(app, inc, tally)
+    return app.t(inc, "usage.cost", amount=_usd(tally.cost)) + _unpriced(app, inc, tally)
 
 
 def tokens_cost_line(app: App, inc: Incoming) -> str | None:

@@ -26,8 +26,13 @@ def test_russian_texts_are_russian_and_english_ones_are_not() -> None:
     catalog = load_catalog()
     for key, text in catalog.texts["en"].items():
         assert not CYRILLIC.search(text), key
-    untranslated = [k for k, t in catalog.texts["ru"].items() if t == catalog.texts["en"][k]]
+    # Texts with no words to translate (only placeholders and marks) may be the same in both.
+    neutral = {"info.model_line", "usage.cost"}
+    untranslated = [k for k, t in catalog.texts["ru"].items()
+                    if t == catalog.texts["en"][k] and k not in neutral]
     assert untranslated == [], untranslated
+    assert all(not re.search(r"[A-Za-z]{2}", re.sub(r"\{\w+\}|<[^>]+>", "", catalog.texts["en"][k]))
+               for k in neutral)
 
 
 def test_language_choice() -> None:
@@ -143,3 +148,8 @@ def test_russian_writes_numbers_its_own_way() -> None:
     assert "$5,00" in refusal and "&lt;$0,0001" in refusal and "2026-12-02" in refusal
     assert catalog.text("ru", "model.switched", model="gpt-5.4", window="1,048,576") == (
         "Модель сменена на <code>gpt-5.4</code> (окно 1\u00a0048\u00a0576 токенов).")
+
+
+def test_a_russian_info_writes_every_number_the_russian_way(harness: Harness) -> None:
+    info = ask_as(harness, "/info", "ru")
+    assert "400\u00a0000" in info and "400,000" not in info  # the model list as well as the header
