@@ -156,9 +156,8 @@ def _voice(app: App, inc: Incoming, item: Media, turn: Turn) -> None:
         except llm.LLMError as exc:
             log.warning("update %s: transcription by %s/%s failed: %r", inc.update_id, target.provider,
                         target.model, exc)
-            provider = app.registry.providers.get(target.provider)
-            app.reply(inc, app.t(inc, "voice.failed", provider=html.escape(provider.title if provider
-                                                                           else target.provider)))
+            provider = app.registry.provider_title(target.provider)
+            app.reply(inc, app.t(inc, "voice.failed", provider=html.escape(provider)))
             return
     finally:
         app.typing.stop(inc.chat_id, inc.thread_id)

@@ -173,6 +173,11 @@ class Registry:
         return ModelInfo(model_id, provider, CONSERVATIVE_WINDOW, CONSERVATIVE_OUTPUT,
                          encoding=FALLBACK_ENCODING, known=False, image_tokens=self._image_tokens(provider))
 
+    def provider_title(self, provider: str) -> str:
+        """The provider's name as users know it ("OpenAI"); its key for one nobody describes."""
+        known = self.providers.get(provider)
+        return known.title if known else provider
+
     def _image_tokens(self, provider: str) -> str:
         known = self.providers.get(provider)
         return known.image_tokens if known else "openai"

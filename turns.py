@@ -70,7 +70,7 @@ def handle_chat(app: App, inc: Incoming, text: str | None = None, images: tuple[
             quotas=app.quotas, on_reasoning=live.add_reasoning, policy=_policy(app), retry=retry)
     except llm.LLMError as exc:
         log.warning("update %s: model %s failed: %r", inc.update_id, model.id, exc)
-        app.alerts.llm_failed(exc, _provider_title(app, model))
+        app.alerts.llm_failed(exc, app.registry.provider_title(model.provider))
         if isinstance(exc, llm.ImagesNotSupported):
             app.media.text_only.add(model.id)
         live.finish("", "\n\n".join([_llm_error(app, inc, exc, model), *notices]))
@@ -156,13 +156,9 @@ def _ensure_model(app: App, session: Session) -> str | None:
     return old
 
 
-def _provider_title(app: App, model: ModelInfo) -> str:
-    known = app.registry.providers.get(model.provider)
-    return known.title if known else model.provider
-
-
 def _llm_error(app: App, inc: Incoming, exc: llm.LLMError, model: ModelInfo) -> str:
-    names = {"model": html.escape(model.id), "provider": html.escape(_provider_title(app, model))}
+    provider = app.registry.provider_title(model.provider)
+    names = {"model": html.escape(model.id), "provider": html.escape(provider)}
     if isinstance(exc, llm.RateLimited):
         if exc.retry_after:
             return app.t(inc, "llm.rate_limited_wait", seconds=int(exc.retry_after), **names)
